@@ -1,0 +1,33 @@
+# The README's two commands, `make demo` and `make test`, work on a fresh machine:
+# the first use creates .venv and installs the project (building ext/) into it.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+EXT_SOURCES := $(wildcard ext/*.pyx ext/*.pxd)
+
+.PHONY: demo test test-fast bench ext clean
+
+$(STAMP): pyproject.toml setup.py $(EXT_SOURCES)
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+ext: $(STAMP)
+	$(BIN)/python setup.py --quiet build_ext --inplace
+
+demo: $(STAMP)
+	$(BIN)/tpmon demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q -rs
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m 'not slow'
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) build *.egg-info ext/*.c ext/*.so

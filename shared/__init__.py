@@ -1,0 +1,1 @@
+"""The language agent and controller both speak: topology, catalogs, wire protocol, config."""

@@ -1,0 +1,101 @@
+"""Wire protocol between agents and the controller: msgpack frames, nothing about sockets.
+
+A frame is the msgpack array `[PROTOCOL_VERSION, type, body]`. Bodies are maps whose
+fields each message type documents below. `decode` raises `ProtocolError` on anything
+malformed; receivers count that and drop the frame, they never die of it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import IntEnum
+from typing import Any
+
+import msgpack
+
+from shared.metrics import METRIC_COUNT
+
+PROTOCOL_VERSION = 1
+
+
+class MsgType(IntEnum):
+    HELLO = 1       # agent -> controller: {station, extensions: [..], applied: {ext: version}, agent_version, pid, started_at}
+    SAMPLE = 2      # agent -> controller: {station, extension, seq, measured_at, metrics: [68 values, catalog order], knob_version, conditions: {..}}
+    KNOB_SET = 3    # controller -> agent: {station, extension, version, knobs: {name: value} (full set)}
+    ACK = 4         # agent -> controller: {station, extension, version, ok, errors: [{field, problem}]}
+    HEARTBEAT = 5   # either way: {sent_at}
+
+
+# Fields every body of a type must carry, and their Python types after decoding.
+_REQUIRED: dict[MsgType, dict[str, type | tuple[type, ...]]] = {
+    MsgType.HELLO: {"station": str, "extensions": list, "applied": dict},
+    MsgType.SAMPLE: {"station": str, "extension": str, "seq": int, "measured_at": (int, float),
+                     "metrics": list, "knob_version": int},
+    MsgType.KNOB_SET: {"station": str, "extension": str, "version": int, "knobs": dict},
+    MsgType.ACK: {"station": str, "extension": str, "version": int, "ok": bool, "errors": list},
+    MsgType.HEARTBEAT: {"sent_at": (int, float)},
+}
+
+
+class ProtocolError(ValueError):
+    """A frame that is not a valid tpmon message. Count it, drop it, carry on."""
+
+
+@dataclass
+class Message:
+    type: MsgType
+    body: dict[str, Any] = field(default_factory=dict)
+
+
+def encode(msg: Message) -> bytes:
+    return msgpack.packb([PROTOCOL_VERSION, int(msg.type), msg.body], use_bin_type=True)
+
+
+def decode(frame: bytes) -> Message:
+    try:
+        obj = msgpack.unpackb(frame, raw=False, strict_map_key=True, max_buffer_size=4 << 20)
+    except Exception as exc:  # msgpack raises several unrelated types for garbage
+        raise ProtocolError(f"not a msgpack frame: {exc.__class__.__name__}") from None
+    if not (isinstance(obj, list) and len(obj) == 3):
+        raise ProtocolError("frame is not [version, type, body]")
+    version, mtype, body = obj
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(f"protocol version {version!r} is not {PROTOCOL_VERSION}")
+    try:
+        mtype = MsgType(mtype)
+    except (ValueError, TypeError):
+        raise ProtocolError(f"unknown message type {mtype!r}") from None
+    if not isinstance(body, dict):
+        raise ProtocolError("body is not a map")
+    for name, expected in _REQUIRED[mtype].items():
+        value = body.get(name)
+        if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+            raise ProtocolError(f"{mtype.name.lower()}.{name} missing or of the wrong type")
+    if mtype is MsgType.SAMPLE and len(body["metrics"]) != METRIC_COUNT:
+        raise ProtocolError(f"sample.metrics has {len(body['metrics'])} values, expected {METRIC_COUNT}")
+    return Message(mtype, body)
+
+
+# Small constructors so both sides spell bodies the same way.
+
+def hello(station: str, extensions: list[str], applied: dict[str, int], **extra: Any) -> Message:
+    return Message(MsgType.HELLO, {"station": station, "extensions": extensions, "applied": applied, **extra})
+
+
+def sample(station: str, extension: str, seq: int, measured_at: float, metrics: list[Any],
+           knob_version: int, conditions: dict[str, Any] | None = None) -> Message:
+    return Message(MsgType.SAMPLE, {"station": station, "extension": extension, "seq": seq,
+                                    "measured_at": measured_at, "metrics": metrics,
+                                    "knob_version": knob_version, "conditions": conditions or {}})
+
+
+def knob_set(station: str, extension: str, version: int, knobs: dict[str, Any]) -> Message:
+    return Message(MsgType.KNOB_SET, {"station": station, "extension": extension, "version": version, "knobs": knobs})
+
+
+def ack(station: str, extension: str, version: int, ok: bool, errors: list[dict[str, str]] | None = None) -> Message:
+    return Message(MsgType.ACK, {"station": station, "extension": extension, "version": version,
+                                 "ok": ok, "errors": errors or []})
+
+
+def heartbeat(sent_at: float) -> Message:
+    return Message(MsgType.HEARTBEAT, {"sent_at": sent_at})

@@ -1,0 +1,32 @@
+"""`tpmon <subcommand>`: each subcommand lives in its own package and is imported lazily."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# subcommand -> (module with `add_arguments(parser)` and `run(args) -> int`, help)
+SUBCOMMANDS: dict[str, tuple[str, str]] = {
+    "demo": ("tpmon.demo", "controller and simulated stations on this host"),
+    "controller": ("controller.main", "the central service (HTTP :3090, agent link :3091)"),
+    "agent": ("agent.main", "the station agent (both extensions of one station)"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tpmon", description="Monitor and tune the speech translation pipeline.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name, (module, help_text) in SUBCOMMANDS.items():
+        p = sub.add_parser(name, help=help_text)
+        p.set_defaults(_module=module)
+        importlib.import_module(module).add_arguments(p)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(importlib.import_module(args._module).run(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
