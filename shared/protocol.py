@@ -15,6 +15,7 @@ import msgpack
 from shared.metrics import METRIC_COUNT
 
 PROTOCOL_VERSION = 1
+MAX_FRAME_BYTES = 1 << 20  # a sample is ~1 KiB; anything this large is not ours
 
 
 class MsgType(IntEnum):
@@ -51,8 +52,10 @@ def encode(msg: Message) -> bytes:
 
 
 def decode(frame: bytes) -> Message:
+    if len(frame) > MAX_FRAME_BYTES:
+        raise ProtocolError(f"frame of {len(frame)} bytes exceeds {MAX_FRAME_BYTES}")
     try:
-        obj = msgpack.unpackb(frame, raw=False, strict_map_key=True, max_buffer_size=4 << 20)
+        obj = msgpack.unpackb(frame, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types for garbage
         raise ProtocolError(f"not a msgpack frame: {exc.__class__.__name__}") from None
     if not (isinstance(obj, list) and len(obj) == 3):
