@@ -1,0 +1,87 @@
+"""Snapshot endpoint under wrk (64 connections) against a plain aiohttp handler serving the same bytes."""
+from __future__ import annotations
+
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from bench.replay import Replayer, record_samples
+from bench.tools import run_wrk
+from shared.topology import Topology
+from tests.procs import request, start_controller, wait_until
+from tpmon.processes import free_port
+
+CONNECTIONS = 64
+SECONDS = 10
+
+# The baseline: the cheapest aiohttp server that returns the same body, in its own process.
+_PLAIN_SERVER = """
+import sys
+from aiohttp import web
+body = open(sys.argv[2], 'rb').read()
+async def handler(request):
+    return web.Response(body=body, content_type='application/json')
+app = web.Application()
+app.router.add_get('/snapshot', handler)
+web.run_app(app, host='127.0.0.1', port=int(sys.argv[1]), print=None, access_log=None)
+"""
+
+
+def run() -> list[dict]:
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        samples = record_samples(tmp / "record")
+        controller, base, link_port = start_controller(tmp, stations=12)
+        try:
+            with Replayer(f"tcp://127.0.0.1:{link_port}", samples, Topology(12)):
+                wait_until(lambda: _all_active(base), 20, controller)
+                status, _, _ = request(f"{base}/api/v1/snapshots")
+                body_path = tmp / "snapshot.json"
+                body_path.write_bytes(_raw(f"{base}/api/v1/snapshots"))
+                plain = _plain_server(body_path)
+                try:
+                    baseline = run_wrk(f"http://127.0.0.1:{plain[1]}/snapshot", CONNECTIONS, SECONDS)
+                    ours = run_wrk(f"{base}/api/v1/snapshots", CONNECTIONS, SECONDS)
+                finally:
+                    plain[0].terminate()
+                    plain[0].wait()
+        finally:
+            controller.stop()
+    size = body_path.stat().st_size if body_path.exists() else 0
+    return [
+        {"figure": "snapshot req/s (24 points, 64 conns)", "value": round(ours.requests_per_s),
+         "baseline": round(baseline.requests_per_s), "ratio": ours.requests_per_s / baseline.requests_per_s,
+         "goal": ">= 0.60", "met": ours.requests_per_s / baseline.requests_per_s >= 0.6},
+        {"figure": "snapshot p99 ms", "value": ours.p99_ms, "baseline": baseline.p99_ms,
+         "ratio": ours.p99_ms / baseline.p99_ms, "goal": "<= 2.0 (plan: < 50 ms)",
+         "met": ours.p99_ms <= 2 * baseline.p99_ms and ours.p99_ms < 50},
+        {"figure": "snapshot p50 ms", "value": ours.p50_ms, "baseline": baseline.p50_ms,
+         "ratio": ours.p50_ms / baseline.p50_ms},
+        {"figure": "errors (socket + non-2xx)", "value": ours.errors, "baseline": baseline.errors},
+        {"figure": "snapshot body bytes", "value": size},
+    ]
+
+
+def _all_active(base: str) -> bool:
+    _, snap, _ = request(f"{base}/api/v1/snapshots")
+    return all(p["status"] == "active" for s in snap["stations"].values() for p in s.values())
+
+
+def _raw(url: str) -> bytes:
+    import urllib.request
+    with urllib.request.urlopen(url) as resp:
+        return resp.read()
+
+
+def _plain_server(body: Path) -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-c", _PLAIN_SERVER, str(port), str(body)])
+    wait_until(lambda: request(f"http://127.0.0.1:{port}/snapshot")[0] == 200, 10)
+    return proc, port
+
+
+if __name__ == "__main__":
+    for row in run():
+        print(row)

@@ -1,0 +1,97 @@
+"""Record real samples from one agent, then replay them as every station of a topology.
+
+Benchmarks of the controller's HTTP path need 24 live points without 12 agent processes
+competing for the two cores with the load generator: the values are real measurements,
+re-sent with fresh sequence numbers and measurement times.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import zmq
+
+from shared import protocol
+from shared.protocol import MsgType
+from shared.topology import Topology
+from tests.procs import start_agent
+from tpmon.processes import free_port
+
+
+def record_samples(tmp: Path, count: int = 20, timeout: float = 30) -> list[dict]:
+    """Run a real agent against a ROUTER of ours and keep `count` SAMPLE bodies."""
+    ctx = zmq.Context.instance()
+    router = ctx.socket(zmq.ROUTER)
+    router.setsockopt(zmq.LINGER, 0)
+    port = free_port()
+    router.bind(f"tcp://127.0.0.1:{port}")
+    agent = start_agent(tmp, "Station-1", port)
+    samples: list[dict] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(samples) < count and time.monotonic() < deadline:
+            if router.poll(200):
+                _, frame = router.recv_multipart()
+                msg = protocol.decode(frame)
+                if msg.type is MsgType.SAMPLE:
+                    samples.append(msg.body)
+    finally:
+        agent.stop()
+        router.close()
+    if len(samples) < count:
+        raise RuntimeError(f"agent produced {len(samples)} samples in {timeout}s; see {agent.log_path}")
+    return samples
+
+
+class Replayer:
+    """One DEALER per station re-sending recorded samples every `interval` seconds."""
+
+    def __init__(self, endpoint: str, samples: list[dict], topology: Topology, interval: float = 0.15) -> None:
+        self.endpoint, self.samples, self.topology, self.interval = endpoint, samples, topology, interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> "Replayer":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+
+    def _run(self) -> None:
+        ctx = zmq.Context.instance()
+        sockets = {}
+        for station in self.topology.stations:
+            s = ctx.socket(zmq.DEALER)
+            s.setsockopt(zmq.LINGER, 0)
+            s.setsockopt(zmq.ROUTING_ID, station.encode())
+            s.connect(self.endpoint)
+            s.send(protocol.encode(protocol.hello(station, ["3333", "4444"], {"3333": 0, "4444": 0})))
+            sockets[station] = s
+        versions: dict[tuple[str, str], int] = {}
+        seq = 0
+        next_tick = time.monotonic()
+        while not self._stop.is_set():
+            seq += 1
+            for station, sock in sockets.items():
+                for ext in ("3333", "4444"):
+                    body = self.samples[seq % len(self.samples)]
+                    version = versions.get((station, ext), 0)
+                    msg = protocol.sample(station, ext, seq, time.time(), body["metrics"], version, body.get("conditions"))
+                    sock.send(protocol.encode(msg), zmq.NOBLOCK)
+                while sock.poll(0):
+                    self._answer(sock, protocol.decode(sock.recv()), versions)
+            next_tick += self.interval
+            self._stop.wait(max(0.0, next_tick - time.monotonic()))
+        for s in sockets.values():
+            s.close()
+
+    @staticmethod
+    def _answer(sock: zmq.Socket, msg: protocol.Message, versions: dict[tuple[str, str], int]) -> None:
+        """Acknowledge knob sets like an agent would, so the controller sees converged points."""
+        if msg.type is MsgType.KNOB_SET:
+            b = msg.body
+            versions[(b["station"], b["extension"])] = b["version"]
+            sock.send(protocol.encode(protocol.ack(b["station"], b["extension"], b["version"], True)), zmq.NOBLOCK)
