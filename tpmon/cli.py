@@ -10,6 +10,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("tpmon.demo", "controller and simulated stations on this host"),
     "controller": ("controller.main", "the central service (HTTP :3090, agent link :3091)"),
     "agent": ("agent.main", "the station agent (both extensions of one station)"),
+    "catalog": ("tpmon.catalog_doc", "print the metric and knob catalogs as Markdown"),
 }
 
 
