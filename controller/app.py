@@ -1,0 +1,122 @@
+"""The aiohttp application factory: services created once, resources opened in cleanup_ctx."""
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import AsyncIterator, Awaitable, Callable
+
+import zmq.asyncio
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from controller import keys, middleware
+from controller.clock import Clock, SystemClock
+from controller.config_store import ConfigStore
+from controller.ingest import Ingest
+from controller.knob_sync import KnobSync
+from controller.link import AgentLink, AgentUnreachable
+from controller.live import LiveState
+from controller.routes import catalog, config, health, snapshots
+from controller.settings import ControllerSettings
+from controller.snapshot import SnapshotCache, render
+from controller.telemetry import ControllerMetrics
+from shared.protocol import heartbeat
+from shared.topology import Topology
+
+log = logging.getLogger("tpmon.controller")
+
+MAX_BODY_BYTES = 1 << 20  # a full knob set is ~4 KB; anything near a megabyte is not a knob change
+
+
+def create_app(settings: ControllerSettings, *, registry: CollectorRegistry | None = None,
+               clock: Clock | None = None, zmq_context: zmq.asyncio.Context | None = None) -> web.Application:
+    clock = clock or SystemClock()
+    registry = registry if registry is not None else CollectorRegistry()
+    topology = Topology(settings.stations)
+    app = web.Application(middlewares=[middleware.observe, middleware.errors], client_max_size=MAX_BODY_BYTES)
+
+    live = LiveState(topology, clock, settings.stale_after_ms / 1000, settings.offline_after_ms / 1000)
+    store = ConfigStore(settings.store_path, topology, clock)
+    link = AgentLink(settings.link_endpoint, zmq_context)
+    knobs = KnobSync(store, live, link.send_to_station, clock, settings.ack_timeout_ms / 1000)
+    metrics = ControllerMetrics(registry)
+    ingest = Ingest(topology, live, knobs, link, on_rejected=lambda _: metrics.link_rejected.inc())
+    ingest.attach()
+    link.on_malformed = lambda _: metrics.link_malformed.inc()
+    link.on_received = lambda name: metrics.link_frames.labels(name).inc()
+    cache = SnapshotCache(topology, live, clock)
+    metrics.bind(lambda: cache.hit_ratio, live.total_gaps, knobs.outstanding)
+
+    app[keys.SETTINGS], app[keys.TOPOLOGY], app[keys.CLOCK] = settings, topology, clock
+    app[keys.STARTED_AT] = clock.monotonic()
+    app[keys.LIVE], app[keys.STORE], app[keys.KNOBS], app[keys.LINK] = live, store, knobs, link
+    app[keys.INGEST], app[keys.SNAPSHOTS], app[keys.METRICS], app[keys.REGISTRY] = ingest, cache, metrics, registry
+    app[keys.CATALOG] = render(catalog.catalog_document(topology), clock.wall())
+
+    for area in (snapshots, config, catalog, health):
+        area.setup_routes(app)
+    app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_link_ctx)
+    app.cleanup_ctx.append(_loops_ctx)
+    return app
+
+
+async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
+    await app[keys.STORE].open()
+    yield
+    await app[keys.STORE].close()
+
+
+async def _link_ctx(app: web.Application) -> AsyncIterator[None]:
+    link = app[keys.LINK]
+    link.start()
+    log.info("agent link bound on %s", link.endpoint)
+    yield
+    await link.close()
+
+
+async def _loops_ctx(app: web.Application) -> AsyncIterator[None]:
+    settings = app[keys.SETTINGS]
+    app[keys.SNAPSHOTS].build()  # so the first request never waits for a tick
+    tasks = [asyncio.create_task(_every(settings.tick_ms / 1000, lambda: _tick(app)), name="tpmon-snapshot"),
+             asyncio.create_task(_every(settings.heartbeat_ms / 1000, lambda: _heartbeat(app)), name="tpmon-heartbeat")]
+    yield
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+async def _every(interval: float, step: Callable[[], Awaitable[None]]) -> None:
+    """Run `step` on a fixed schedule (no drift); a failing step is logged, the schedule goes on."""
+    loop = asyncio.get_running_loop()
+    due = loop.time()
+    while True:
+        try:
+            await step()
+        except Exception:
+            log.exception("periodic task failed")
+        due += interval
+        now = loop.time()
+        if due < now:  # fell behind (a long GC pause or a suspended host): skip, don't burst
+            due = now + interval
+        await asyncio.sleep(due - now)
+
+
+async def _tick(app: web.Application) -> None:
+    """Build the snapshot (about a millisecond for 24 points, so on the loop) and update gauges."""
+    cache, metrics = app[keys.SNAPSHOTS], app[keys.METRICS]
+    cache.build()
+    metrics.snapshot_build.observe(cache.last_build_seconds)
+    for status, count in cache.status_counts.items():
+        metrics.points.labels(status.value).set(count)
+
+
+async def _heartbeat(app: web.Application) -> None:
+    """Tell every agent we have heard from that we are alive; a refused send means it is gone."""
+    link, live, clock = app[keys.LINK], app[keys.LIVE], app[keys.CLOCK]
+    msg = heartbeat(clock.wall())
+    for station in link.known_stations():
+        try:
+            await link.send_to_station(station, msg)
+        except AgentUnreachable:
+            live.agent_gone(station)

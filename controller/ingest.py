@@ -1,0 +1,90 @@
+"""Handlers for what agents send, one small function per message type, in a table for the link."""
+from __future__ import annotations
+
+import logging
+from typing import Callable
+
+from controller.knob_sync import KnobSync
+from controller.link import AgentLink, Handler
+from controller.live import LiveState
+from shared.protocol import Message, MsgType
+from shared.topology import Point, Topology
+
+log = logging.getLogger("tpmon.controller.ingest")
+
+
+class Ingest:
+    """Turns agent messages into live state and knob reconciliation.
+
+    The link learns the routing id each station speaks from, so an agent whose id is not
+    exactly its station name still gets its replies; a body naming a station or extension outside the
+    configured topology is counted as rejected and dropped.
+    """
+
+    def __init__(self, topology: Topology, live: LiveState, knobs: KnobSync, link: AgentLink,
+                 on_rejected: Callable[[str], None] | None = None) -> None:
+        self.topology = topology
+        self.live = live
+        self.knobs = knobs
+        self.link = link
+        self.rejected = 0
+        self.on_rejected = on_rejected
+
+    def table(self) -> dict[MsgType, Handler]:
+        return {MsgType.HELLO: self.hello, MsgType.SAMPLE: self.sample,
+                MsgType.ACK: self.ack, MsgType.HEARTBEAT: self.heartbeat}
+
+    def attach(self) -> None:
+        for mtype, handler in self.table().items():
+            self.link.register(mtype, handler)
+
+    def _reject(self, reason: str) -> None:
+        self.rejected += 1
+        if self.on_rejected is not None:
+            self.on_rejected(reason)
+        log.debug("rejected message: %s", reason)
+
+    def _point(self, body: dict) -> Point | None:
+        station, ext = body["station"], body["extension"]
+        if not self.topology.has_point(station, ext):
+            self._reject(f"unknown point {station!r}/{ext!r}")
+            return None
+        return Point(station, ext)
+
+    async def hello(self, identity: bytes, msg: Message) -> None:
+        station = msg.body["station"]
+        if not self.topology.has_station(station):
+            self._reject(f"hello from unknown station {station!r}")
+            return
+        extensions = [e for e in msg.body["extensions"] if isinstance(e, str) and self.topology.has_point(station, e)]
+        self.link.learn(station, identity)
+        self.live.agent_hello(station)
+        log.info("agent %s connected (extensions %s, applied %s)", station, extensions, msg.body["applied"])
+        await self.knobs.on_hello(station, extensions, msg.body["applied"])
+
+    async def sample(self, identity: bytes, msg: Message) -> None:
+        point = self._point(msg.body)
+        if point is None:
+            return
+        self.link.learn(point.station, identity)
+        self.live.record_sample(point, msg.body)
+        await self.knobs.on_sample(point, msg.body["knob_version"])
+
+    async def ack(self, identity: bytes, msg: Message) -> None:
+        point = self._point(msg.body)
+        if point is None:
+            return
+        self.link.learn(point.station, identity)
+        self.live.agent_seen(point.station)
+        body = msg.body
+        if not body["ok"]:
+            log.warning("agent %s rejected knob version %d: %s", point.id, body["version"], body["errors"])
+        self.knobs.on_ack(point, body["version"], body["ok"], body["errors"])
+
+    async def heartbeat(self, identity: bytes, msg: Message) -> None:
+        station = self.link.station_of(identity) or identity.decode("utf-8", "replace")
+        if not self.topology.has_station(station):
+            self._reject("heartbeat from an agent that has not said hello")
+            return
+        self.link.learn(station, identity)
+        self.live.agent_seen(station)

@@ -1,0 +1,30 @@
+"""Every piece of application state, behind a typed `web.AppKey`, declared in one place."""
+from __future__ import annotations
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from controller.clock import Clock
+from controller.config_store import ConfigStore
+from controller.ingest import Ingest
+from controller.knob_sync import KnobSync
+from controller.link import AgentLink
+from controller.live import LiveState
+from controller.settings import ControllerSettings
+from controller.snapshot import Rendered, SnapshotCache
+from controller.telemetry import ControllerMetrics
+from shared.topology import Topology
+
+SETTINGS = web.AppKey("settings", ControllerSettings)
+TOPOLOGY = web.AppKey("topology", Topology)
+CLOCK = web.AppKey("clock", Clock)
+STARTED_AT = web.AppKey("started_at", float)          # monotonic time the app was created
+LIVE = web.AppKey("live", LiveState)
+STORE = web.AppKey("store", ConfigStore)
+KNOBS = web.AppKey("knobs", KnobSync)
+LINK = web.AppKey("link", AgentLink)
+INGEST = web.AppKey("ingest", Ingest)
+SNAPSHOTS = web.AppKey("snapshots", SnapshotCache)
+METRICS = web.AppKey("metrics", ControllerMetrics)
+REGISTRY = web.AppKey("registry", CollectorRegistry)
+CATALOG = web.AppKey("catalog", Rendered)             # the catalog document, rendered once

@@ -1,0 +1,73 @@
+"""Request middlewares: trace ids, timing, metrics and access logs outside; the error envelope inside."""
+from __future__ import annotations
+
+import logging
+import time
+from typing import Awaitable, Callable
+
+from aiohttp import web
+
+from controller import keys, logs
+from controller.errors import CODES, ApiError, error_response
+
+log = logging.getLogger("tpmon.controller.http")
+access = logging.getLogger("tpmon.controller.access")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def route_label(request: web.Request) -> str:
+    """The route template (`/api/v1/config/knobs/{stationId}/{extension}`), never the raw path."""
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
+    trace = logs.incoming_trace_id(request.headers)
+    trace_token, span_token = logs.trace_id.set(trace), logs.span_id.set(logs.new_span_id())
+    started = time.perf_counter()
+    response: web.StreamResponse | None = None
+    try:
+        response = await handler(request)
+        response.headers["X-Trace-Id"] = trace
+        return response
+    finally:
+        elapsed = time.perf_counter() - started
+        status = response.status if response is not None else 500
+        request.app[keys.METRICS].observe_request(route_label(request), request.method, status, elapsed)
+        access.info("%s %s %d", request.method, request.path, status, extra={"metadata": {
+            "method": request.method, "path": request.path, "duration": round(elapsed * 1000, 3),
+            "statusCode": status}})
+        logs.trace_id.reset(trace_token)
+        logs.span_id.reset(span_token)
+
+
+@web.middleware
+async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Every failure leaves as the JSON envelope; an unexpected one as a 500 naming the trace id."""
+    try:
+        return await handler(request)
+    except ApiError as exc:
+        return error_response(exc.status, exc.code, exc.message, exc.details)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {"Allow": exc.headers["Allow"]} if "Allow" in exc.headers else None
+        return error_response(exc.status, CODES.get(exc.status, "error"), _http_message(request, exc),
+                              headers=headers)
+    except Exception:
+        trace = logs.trace_id.get() or ""
+        log.exception("unhandled error in %s %s", request.method, request.path)
+        return error_response(500, "internal_error",
+                              f"internal error; quote trace id {trace} when reporting it", traceId=trace)
+
+
+def _http_message(request: web.Request, exc: web.HTTPException) -> str:
+    if exc.status == 404:
+        return f"no such endpoint: {request.method} {request.path} (see GET /api/v1/catalog and the README)"
+    if exc.status == 405:
+        return f"method {request.method} is not allowed on {request.path}; allowed: {exc.headers.get('Allow', '')}"
+    if exc.status == 413:
+        return "the request body is too large"
+    return exc.reason

@@ -1,0 +1,75 @@
+"""GET/POST /api/v1/config/knobs/{stationId}/{extension}: desired knobs, their version, applied state."""
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from controller import keys
+from controller.errors import ApiError, json_response, read_json_object
+from controller.knob_sync import InvalidKnobs
+from controller.routes import add_api_route
+from shared.topology import Point
+
+KNOBS_PATH = "/config/knobs/{stationId}/{extension}"
+
+
+def point_of(request: web.Request) -> Point:
+    station, ext = request.match_info["stationId"], request.match_info["extension"]
+    try:
+        return request.app[keys.TOPOLOGY].point(station, ext)
+    except KeyError as exc:
+        field = "stationId" if not request.app[keys.TOPOLOGY].has_station(station) else "extension"
+        raise ApiError(404, exc.args[0], [{"field": field, "problem": exc.args[0]}]) from None
+
+
+def _operator(request: web.Request) -> str:
+    name = request.headers.get("X-Operator", "").strip()[:64]
+    return f"api:{name}" if name else "api"
+
+
+async def get_knobs(request: web.Request) -> web.Response:
+    point = point_of(request)
+    app = request.app
+    desired = app[keys.STORE].get(point)
+    applied_version = app[keys.LIVE].points[point].applied_version
+    applied = applied_version == desired.version
+    if applied:
+        status = "applied"
+    elif not app[keys.LIVE].agent_online(point.station):
+        status = "agent offline"
+    else:
+        status = "pending"
+    doc: dict[str, Any] = {
+        "station": point.station, "extension": point.extension, "config": desired.knobs,
+        "version": desired.version, "appliedVersion": applied_version, "applied": applied,
+        "status": status, "updatedAt": desired.updated_at, "updatedBy": desired.updated_by,
+    }
+    refused = app[keys.KNOBS].rejected.get(point)
+    if refused is not None and refused.version == desired.version:
+        doc["rejected"] = {"version": refused.version, "errors": refused.errors}
+    return json_response(doc)
+
+
+async def post_knobs(request: web.Request) -> web.Response:
+    point = point_of(request)
+    partial = await read_json_object(request)
+    try:
+        result = await request.app[keys.KNOBS].change(point, partial, _operator(request))
+    except InvalidKnobs as exc:
+        count = len(exc.problems)
+        raise ApiError(400, f"{count} invalid knob value{'s' if count != 1 else ''}; nothing was changed",
+                       [p.to_json() for p in exc.problems], code="validation_failed") from None
+    doc: dict[str, Any] = {"station": point.station, "extension": point.extension,
+                           "config": result.desired.knobs, "version": result.desired.version,
+                           "applied": result.applied, "appliedVersion": result.applied_version}
+    if result.reason:
+        doc["reason"] = result.reason
+    if result.errors:
+        doc["errors"] = result.errors
+    return json_response(doc)
+
+
+def setup_routes(app: web.Application) -> None:
+    add_api_route(app, "GET", KNOBS_PATH, get_knobs)
+    add_api_route(app, "POST", KNOBS_PATH, post_knobs)

@@ -1,0 +1,87 @@
+"""GET /api/v1/health in the plan's shape, and GET /metrics (Prometheus exposition)."""
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+import tpmon
+from controller import keys
+from controller.clock import iso_ms
+from controller.errors import json_response
+from controller.live import Status
+from controller.routes import add_api_route
+
+STALE_SNAPSHOT_TICKS = 10  # a snapshot older than this many ticks means the build loop is stuck
+
+
+def health_status(app: web.Application) -> tuple[str, list[str]]:
+    """healthy | degraded | unhealthy, with the reasons.
+
+    - unhealthy: the controller cannot do its job: the agent link's receive loop is not
+      running, the config store is closed, or the snapshot is older than 10 ticks (the
+      build loop is stuck). Answered with HTTP 503 so a load balancer can act on it.
+    - degraded: it works, but not every configured point is `active` (an agent is
+      offline, a point is stale, or agents have not connected yet), or an agent refused
+      a knob set. HTTP 200.
+    - healthy: all of the above fine and every configured point active. HTTP 200.
+    """
+    reasons: list[str] = []
+    if not app[keys.LINK].running:
+        reasons.append("agent link is not running")
+    if app[keys.STORE].open_handles == 0:
+        reasons.append("config store is closed")
+    cache, clock = app[keys.SNAPSHOTS], app[keys.CLOCK]
+    max_age = STALE_SNAPSHOT_TICKS * app[keys.SETTINGS].tick_ms / 1000
+    if cache.full is None or clock.wall() - cache.full.built_at > max_age:
+        reasons.append("snapshot is not being rebuilt")
+    if reasons:
+        return "unhealthy", reasons
+    counts = app[keys.LIVE].status_counts()
+    not_active = len(app[keys.LIVE].points) - counts[Status.ACTIVE]
+    if not_active:
+        reasons.append(f"{not_active} of {len(app[keys.LIVE].points)} points not active")
+    if app[keys.KNOBS].rejected:
+        reasons.append(f"{len(app[keys.KNOBS].rejected)} points refused their knob set")
+    return ("degraded" if reasons else "healthy"), reasons
+
+
+def health_document(app: web.Application) -> dict[str, Any]:
+    live, link, ingest = app[keys.LIVE], app[keys.LINK], app[keys.INGEST]
+    status, reasons = health_status(app)
+    active = [p for p in live.points if live.status(p) is Status.ACTIVE]
+    return {
+        "status": status,
+        "uptime": round((app[keys.CLOCK].monotonic() - app[keys.STARTED_AT]) * 1000),
+        "activeStations": len({p.station for p in active}),
+        "activeExtensions": len(active),
+        "lastDataUpdate": iso_ms(live.last_sample_wall),
+        "systemMetrics": {
+            "apiLatency": round(app[keys.METRICS].recent_latency_ms(), 3),
+            "dbConnections": app[keys.STORE].open_handles,
+            "cacheHitRate": round(app[keys.SNAPSHOTS].hit_ratio, 4),
+            "queueDepth": app[keys.KNOBS].outstanding(),
+        },
+        "version": tpmon.__version__,
+        "reasons": reasons,
+        "points": {s.value: n for s, n in live.status_counts().items()},
+        "link": {"endpoint": link.endpoint, "framesReceived": dict(link.received),
+                 "framesMalformed": link.malformed, "messagesRejected": ingest.rejected,
+                 "sequenceGaps": live.total_gaps()},
+    }
+
+
+async def get_health(request: web.Request) -> web.Response:
+    doc = health_document(request.app)
+    return json_response(doc, status=503 if doc["status"] == "unhealthy" else 200)
+
+
+async def get_metrics(request: web.Request) -> web.Response:
+    body = generate_latest(request.app[keys.REGISTRY])
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+def setup_routes(app: web.Application) -> None:
+    add_api_route(app, "GET", "/health", get_health)
+    app.router.add_get("/metrics", get_metrics)

@@ -1,0 +1,55 @@
+"""The controller's own Prometheus figures, registered on an injected registry (nothing at import)."""
+from __future__ import annotations
+
+from collections import deque
+from typing import Callable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
+
+
+class ControllerMetrics:
+    def __init__(self, registry: CollectorRegistry, recent: int = 256) -> None:
+        self.registry = registry
+        self.request_duration = Histogram(
+            "api_request_duration_seconds", "HTTP request duration by route template and method",
+            ["route", "method"], buckets=_LATENCY_BUCKETS, registry=registry)
+        self.requests = Counter("api_request", "HTTP requests answered",
+                                ["route", "method", "status"], registry=registry)
+        self.errors = Counter("api_error", "HTTP requests answered with a 4xx or 5xx status",
+                              ["route", "method", "status"], registry=registry)
+        self.cache_hit_ratio = Gauge("cache_hit_ratio", "Share of snapshot requests served from prebuilt bytes",
+                                     registry=registry)
+        self.link_frames = Counter("link_frames_received", "Valid frames received from agents, by message type",
+                                   ["type"], registry=registry)
+        self.link_malformed = Counter("link_frames_malformed", "Frames from the agent link dropped as malformed",
+                                      registry=registry)
+        self.link_rejected = Counter("link_messages_rejected", "Valid frames naming a point outside the topology",
+                                     registry=registry)
+        self.points = Gauge("points_by_status", "Monitoring points by status at the last snapshot build",
+                            ["status"], registry=registry)
+        self.snapshot_build = Histogram("snapshot_build_seconds", "Time to build and serialize one snapshot",
+                                        buckets=_LATENCY_BUCKETS, registry=registry)
+        self.sequence_gaps = Gauge("sample_sequence_gaps", "Samples the controller never received (all points)",
+                                   registry=registry)
+        self.outstanding_acks = Gauge("knob_acks_outstanding", "Knob sets sent and not yet acknowledged",
+                                      registry=registry)
+        self._recent: deque[float] = deque(maxlen=recent)
+
+    def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
+        self.request_duration.labels(route, method).observe(seconds)
+        self.requests.labels(route, method, str(status)).inc()
+        if status >= 400:
+            self.errors.labels(route, method, str(status)).inc()
+        self._recent.append(seconds)
+
+    def recent_latency_ms(self) -> float:
+        """Mean duration of the last requests, in ms (the health endpoint's apiLatency)."""
+        return 1000 * sum(self._recent) / len(self._recent) if self._recent else 0.0
+
+    def bind(self, hit_ratio: Callable[[], float], gaps: Callable[[], int], outstanding: Callable[[], int]) -> None:
+        """Gauges read at scrape time from the services that own the figures."""
+        self.cache_hit_ratio.set_function(hit_ratio)
+        self.sequence_gaps.set_function(gaps)
+        self.outstanding_acks.set_function(outstanding)
