@@ -1,0 +1,179 @@
+"""Audio-quality metrics of one extension's processed output, computed once per sample window.
+
+Per window (7-8 frames of 20 ms): levels, zero-crossing rate, clipping, silence and the
+spectrum (centroid, roll-off) straight from the samples; an energy + zero-crossing voice
+activity detector per 20 ms frame splits speech from noise (SNR, noise level, VAR); THD
+comes from the spectrum of the longest voiced run; SINAD and the frequency-response
+deviation compare the output with the clean reference aligned sample by sample (the
+receiver's media indices shifted by the chain's algorithmic delay). Quantities a window
+cannot define (no noise frame for the noise level, no voiced run for THD, a silent
+reference for SINAD) keep their running estimate instead of inventing one.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+SAMPLE_RATE = 16000
+FRAME = 320
+_FLOOR_DB = -120.0
+_VAD_MARGIN_DB = 9.0         # speech: this far above the tracked noise floor
+_VAD_UNVOICED_MARGIN_DB = 4.0  # ...or this far with a high zero-crossing rate (fricatives)
+_VAD_ABS_MIN_DB = -75.0      # anything quieter is never speech
+_FLOOR_RISE_DB = 0.02        # noise floor creeps up this much per frame (1 dB/s)
+_VOICED_ZCR = 0.15
+_ROLLOFF = 0.85
+# Ten log-spaced bands from 62.5 Hz to 8 kHz (0.7 octave each: 16 kHz audio has seven octaves of speech band).
+_BAND_EDGES = np.geomspace(62.5, 8000.0, 11)
+_EMA = 0.15                  # per-window weight of the running estimates (about one second)
+
+
+def db(power: float) -> float:
+    return 10 * math.log10(power) if power > 1e-12 else _FLOOR_DB
+
+
+class AudioMeter:
+    def __init__(self) -> None:
+        self.noise_floor_db = -60.0
+        self.speech_pow = 0.0
+        self.noise_pow = 0.0
+        self.thd = 0.0
+        self.sinad = 0.0
+        self.band_out = np.zeros(10)
+        self.band_ref = np.zeros(10)
+        self._sig = self._err = 0.0
+
+    def measure(self, out: np.ndarray, ref: np.ndarray) -> dict[str, float | bool]:
+        """Metrics of one window of output `out` and its aligned clean reference `ref`."""
+        power = float(np.mean(out * out)) if len(out) else 0.0
+        peak = float(np.max(np.abs(out))) if len(out) else 0.0
+        frames = out[: len(out) // FRAME * FRAME].reshape(-1, FRAME)
+        speech, zcr_f = self._vad(frames)
+        spectrum = np.abs(np.fft.rfft(out)) ** 2
+        freqs = np.fft.rfftfreq(len(out), 1 / SAMPLE_RATE)
+        self._update_thd(frames, speech, zcr_f)
+        self._update_sinad(out, ref)
+        ref_spec = np.abs(np.fft.rfft(ref)) ** 2
+        noise_now = float(np.mean(frames[~speech] ** 2)) if (~speech).any() else None
+        return {
+            "level_rms": max(_FLOOR_DB, min(0.0, db(power))),
+            "peak_level": max(_FLOOR_DB, min(0.0, 20 * math.log10(peak) if peak > 1e-6 else _FLOOR_DB)),
+            "snr": self._snr(),
+            "thd": self.thd,
+            "sinad": self.sinad,
+            "frequency_response_deviation": self._response_deviation(spectrum, ref_spec, freqs),
+            "spectral_centroid": _centroid(spectrum, freqs),
+            "spectral_rolloff": _rolloff(spectrum, freqs),
+            "zero_crossing_rate": float(np.count_nonzero(np.diff(np.signbit(out)))) / max(1, len(out) - 1),
+            "clipping_detected": bool(peak >= 0.999),
+            "silence_detected": bool(db(power) < -60.0),
+            "noise_level": max(_FLOOR_DB, min(0.0, db(noise_now if noise_now is not None else self.noise_pow))),
+            "voice_activity_ratio": float(np.mean(speech)) if len(speech) else 0.0,
+        }
+
+    def _vad(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        energy = np.mean(frames * frames, axis=1)
+        e_db = 10 * np.log10(np.maximum(energy, 1e-12))
+        zcr = np.count_nonzero(np.diff(np.signbit(frames), axis=1), axis=1) / (FRAME - 1)
+        speech = np.zeros(len(frames), dtype=bool)
+        for i, e in enumerate(e_db):  # the floor tracker is sequential; 7-8 frames per window
+            floor = self.noise_floor_db
+            speech[i] = e > _VAD_ABS_MIN_DB and (e > floor + _VAD_MARGIN_DB or
+                                                  (zcr[i] > 0.3 and e > floor + _VAD_UNVOICED_MARGIN_DB))
+            self.noise_floor_db = e if e < floor else floor + _FLOOR_RISE_DB
+        if speech.any():
+            self.speech_pow += _EMA * (float(np.mean(energy[speech])) - self.speech_pow)
+        if (~speech).any():
+            self.noise_pow += _EMA * (float(np.mean(energy[~speech])) - self.noise_pow)
+        return speech, zcr
+
+    def _snr(self) -> float:
+        if self.speech_pow <= 0:
+            return 0.0
+        if self.noise_pow <= 1e-12:
+            return 120.0  # digital silence between words (a closed gate): the catalog's ceiling
+        return max(-60.0, min(120.0, 10 * math.log10(self.speech_pow / self.noise_pow)))
+
+    def _update_thd(self, frames: np.ndarray, speech: np.ndarray, zcr: np.ndarray) -> None:
+        """THD-R of the longest run of voiced frames (at least 40 ms, so harmonics are resolved)."""
+        voiced = speech & (zcr < _VOICED_ZCR)
+        best, run_start, best_start = 0, 0, 0
+        for i, v in enumerate(np.append(voiced, False)):
+            if not v:
+                if i - run_start > best:
+                    best, best_start = i - run_start, run_start
+                run_start = i + 1
+        if best < 2:
+            return
+        seg = frames[best_start:best_start + best].ravel()
+        seg = seg - seg.mean()
+        f0 = _pitch(seg)
+        if f0 is None:
+            return
+        spec = np.abs(np.fft.rfft(seg * np.hanning(len(seg)), 4096)) ** 2
+        hz_per_bin = SAMPLE_RATE / 4096
+        half = max(1, int(f0 / 4 / hz_per_bin))
+        energies = []
+        k = 1
+        while k * f0 < 7500 and k <= 30:
+            c = int(round(k * f0 / hz_per_bin))
+            energies.append(float(np.sum(spec[max(0, c - half):c + half + 1])))
+            k += 1
+        total = sum(energies)
+        if total > 0:
+            self.thd = math.sqrt(sum(energies[1:]) / total)
+
+    def _update_sinad(self, out: np.ndarray, ref: np.ndarray) -> None:
+        """Least-squares gain of the reference in the output; the rest is noise + distortion (EMA over ~1 s)."""
+        rr = float(np.dot(ref, ref))
+        if rr < 1e-9 or len(out) != len(ref):
+            return
+        g = float(np.dot(out, ref)) / rr
+        err = out - g * ref
+        self._sig += _EMA * (g * g * rr - self._sig)
+        self._err += _EMA * (float(np.dot(err, err)) - self._err)
+        if self._err <= 1e-15:
+            self.sinad = 120.0
+        elif self._sig > 0:
+            self.sinad = max(-60.0, min(120.0, 10 * math.log10(self._sig / self._err)))
+
+    def _response_deviation(self, spec: np.ndarray, ref_spec: np.ndarray, freqs: np.ndarray) -> float:
+        """RMS over bands of (output - reference) band level in dB, the overall gain removed."""
+        if float(np.sum(ref_spec)) > 1e-9:
+            idx = np.searchsorted(freqs, _BAND_EDGES)
+            out_b = np.add.reduceat(spec, idx[:-1])[:10]
+            ref_b = np.add.reduceat(ref_spec, idx[:-1])[:10]
+            self.band_out += _EMA * (out_b - self.band_out)
+            self.band_ref += _EMA * (ref_b - self.band_ref)
+        ref_b, out_b = self.band_ref, self.band_out
+        if ref_b.max() <= 0:
+            return 0.0
+        live = ref_b > ref_b.max() * 1e-6  # bands the talker actually excites (within 60 dB of the loudest)
+        diff = 10 * np.log10(np.maximum(out_b[live], 1e-20) / ref_b[live])
+        diff = np.clip(diff - diff.mean(), -60, 60)
+        return float(np.sqrt(np.mean(diff * diff)))
+
+
+def _pitch(seg: np.ndarray) -> float | None:
+    """f0 by autocorrelation between 70 and 400 Hz; None when the segment is not periodic enough."""
+    n = len(seg)
+    spec = np.fft.rfft(seg, 2 * n)
+    ac = np.fft.irfft(spec * np.conj(spec))[:n]
+    if ac[0] <= 0:
+        return None
+    lo, hi = SAMPLE_RATE // 400, min(n - 1, SAMPLE_RATE // 70)
+    lag = lo + int(np.argmax(ac[lo:hi]))
+    return SAMPLE_RATE / lag if ac[lag] / ac[0] > 0.3 else None
+
+
+def _centroid(spec: np.ndarray, freqs: np.ndarray) -> float:
+    total = float(np.sum(spec))
+    return float(np.dot(spec, freqs)) / total if total > 0 else 0.0
+
+
+def _rolloff(spec: np.ndarray, freqs: np.ndarray) -> float:
+    total = float(np.sum(spec))
+    if total <= 0:
+        return 0.0
+    return float(freqs[min(len(freqs) - 1, int(np.searchsorted(np.cumsum(spec), _ROLLOFF * total)))])
