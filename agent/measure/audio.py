@@ -21,7 +21,8 @@ _FLOOR_DB = -120.0
 _VAD_MARGIN_DB = 9.0         # speech: this far above the tracked noise floor
 _VAD_UNVOICED_MARGIN_DB = 4.0  # ...or this far with a high zero-crossing rate (fricatives)
 _VAD_ABS_MIN_DB = -75.0      # anything quieter is never speech
-_FLOOR_RISE_DB = 0.02        # noise floor creeps up this much per frame (1 dB/s)
+_FLOOR_RISE_DB = 0.1         # noise floor creeps up this much per frame (5 dB/s)
+_DIGITAL_SILENCE_DB = -100.0  # frames below this (gated, concealed by silence) do not move the floor
 _VOICED_ZCR = 0.15
 _ROLLOFF = 0.85
 # Ten log-spaced bands from 62.5 Hz to 8 kHz (0.7 octave each: 16 kHz audio has seven octaves of speech band).
@@ -81,7 +82,8 @@ class AudioMeter:
             floor = self.noise_floor_db
             speech[i] = e > _VAD_ABS_MIN_DB and (e > floor + _VAD_MARGIN_DB or
                                                   (zcr[i] > 0.3 and e > floor + _VAD_UNVOICED_MARGIN_DB))
-            self.noise_floor_db = e if e < floor else floor + _FLOOR_RISE_DB
+            if e > _DIGITAL_SILENCE_DB:
+                self.noise_floor_db = e if e < floor else floor + _FLOOR_RISE_DB
         if speech.any():
             self.speech_pow += _EMA * (float(np.mean(energy[speech])) - self.speech_pow)
         if (~speech).any():

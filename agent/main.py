@@ -1,0 +1,58 @@
+"""`tpmon agent --config agent.toml`: one station host's agent (both extensions)."""
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+from typing import Any
+
+from prometheus_client import CollectorRegistry
+
+from agent.config import load
+from agent.exporter import Exporter
+from shared.config import ConfigError
+
+log = logging.getLogger("agent")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="agent.toml (see agent/agent.example.toml); defaults apply without one")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        cfg = load(args.config)
+    except ConfigError as exc:
+        print(f"tpmon agent: {exc}", file=sys.stderr)
+        return 2
+    logging.basicConfig(level=cfg.log_level.upper(), stream=sys.stderr,
+                        format=f"%(asctime)s %(levelname)s agent[{cfg.station}] %(name)s: %(message)s")
+    from agent.dsp import DspChain  # heavy imports after the config is known to be good
+    from agent.station import StationAgent
+
+    agent = StationAgent(cfg, lambda seed: DspChain(sample_rate=16000, frame_samples=320, seed=seed))
+    exporter = Exporter(agent.snapshot, CollectorRegistry())
+    try:
+        if cfg.exporter_port:
+            exporter.serve(cfg.exporter_host, cfg.exporter_port)
+    except OSError as exc:
+        log.error("exporter cannot listen on %s:%d: %s", cfg.exporter_host, cfg.exporter_port, exc)
+        agent.close()
+        return 1
+
+    def _stop(signum: int, _frame: Any) -> None:
+        log.info("signal %d: stopping", signum)
+        agent.stop()
+
+    signal.signal(signal.SIGINT, _stop)
+    signal.signal(signal.SIGTERM, _stop)
+    log.info("serving %s (extensions %s), controller %s, exporter %s", cfg.station, ", ".join(cfg.extensions),
+             cfg.controller, f"{cfg.exporter_host}:{cfg.exporter_port}" if cfg.exporter_port else "off")
+    try:
+        agent.run()
+    finally:
+        exporter.close()
+        agent.close()
+    log.info("stopped")
+    return 0

@@ -1,0 +1,162 @@
+"""The 68 catalog metrics of one point, once per sample window, from the pipeline's measured state.
+
+Each value follows its catalog `measured` sentence; notes where a choice had to be made:
+
+- Wall-clock timestamps (last over/underflow) map the frame clock to epoch seconds
+  through `epoch` (wall time at frame-clock 0).
+- Latency: per packet played in the window, end_to_end = (time its first sample left the
+  output) - (capture time of that sample) + processing, where processing = mean DSP wall
+  time per frame + the chain's algorithmic delay; so it holds packetisation, sender
+  pacing, network transit, buffer and playout-queue wait and processing. A window in which
+  no packet played keeps the previous window's per-window values.
+- Packet loss after FEC: loss_count = RFC 3550 unique loss - FEC reconstructions (those
+  later also received excluded); sent_count = extended highest - base + 1 (expected).
+- Sizes/throughput/overhead count every received byte (media, parity, duplicates and
+  corrupted packets, 40 header bytes each, 14 more per parity); avg_size spreads parity
+  bytes over the media packets (the "FEC share"); efficiency = goodput / throughput, which
+  can exceed 1 in a window that plays buffered audio received earlier: capped at the
+  catalog's 1 since the definition is a share.
+- MOS (estimate): E-model on the rolling mean end-to-end latency and the share and
+  burstiness of concealed playout slots over the last 500 slots (agent/measure/emodel.py).
+"""
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from agent.measure import emodel
+from agent.measure.audio import AudioMeter
+from agent.pipeline import ExtensionPipeline
+from agent.sim.packet import BYTES_PER_MS
+from shared.metrics import METRICS
+
+
+def _finite(x: float, default: float = 0.0) -> float:
+    return float(x) if x is not None and math.isfinite(x) else default
+
+
+class PointMeter:
+    def __init__(self, pipeline: ExtensionPipeline, epoch: float) -> None:
+        self.p = pipeline
+        self.epoch = epoch
+        self.audio = AudioMeter()
+        self._window_start_ms = 0.0
+        self._played_bytes = 0
+        self._held: dict[str, float] = {"end_to_end": 0.0, "network": 0.0, "buffer": 0.0,
+                                        "max_latency": 0.0, "min_latency": 0.0}
+        self.p.receiver.jb.reset_window(0.0)
+        self.pesq = 1.0  # replaced by the first computed score (the agent computes one before its first sample)
+
+    def sample(self, now_ms: float, host: dict[str, Any]) -> dict[str, Any]:
+        """Every metric as {catalog key: value}; resets the window."""
+        p = self.p
+        audio = p.take_audio()
+        win = p.receiver.take_window()
+        processing = (audio.dsp_s * 1000.0 / audio.frames if audio.frames else 0.0) + float(p.chain.algorithmic_delay_ms)
+        flat: dict[str, Any] = {}
+        flat.update(self._buffer(now_ms))
+        flat.update(self._latency(win, processing, now_ms))
+        flat.update(self._packet(win, now_ms))
+        aq = self.audio.measure(audio.out, audio.ref)
+        aq["pesq_score"] = self.pesq
+        aq["mos_score"] = self._mos(flat["latency.avg_latency"])
+        flat.update({f"audioQuality.{k}": v for k, v in aq.items()})
+        perf = dict(host)
+        hits, misses = p.chain.cache_stats()
+        perf.update(processing_time_ms=audio.step_s * 1000.0, queue_depth=p.network.in_flight,
+                    cache_hits=hits / (hits + misses) if hits + misses else 0.0)
+        flat.update({f"performance.{k}": v for k, v in perf.items()})
+        self._window_start_ms = now_ms
+        return flat
+
+    def values(self, flat: dict[str, Any]) -> list[Any]:
+        return [flat[m.key] for m in METRICS]
+
+    def _wall(self, ms: float) -> float | None:
+        return self.epoch + ms / 1000.0 if math.isfinite(ms) else None
+
+    def _buffer(self, now_ms: float) -> dict[str, Any]:
+        jb = self.p.receiver.jb
+        c, w = jb.counters(), jb.window(now_ms)
+        jb.reset_window(now_ms)
+        nominal = max(w["duration_ms"], 1e-9) * BYTES_PER_MS
+        played = int(c["played_bytes"]) - self._played_bytes
+        self._played_bytes = int(c["played_bytes"])
+        avg, std = _finite(w["level_avg_bytes"]), _finite(w["level_std_bytes"])
+        return {
+            "buffer.overflow_count": int(c["overflow_count"]),
+            "buffer.underflow_count": int(c["underflow_count"]),
+            "buffer.current_size": int(jb.level_bytes),
+            "buffer.max_size": int(_finite(w["level_max_bytes"])),
+            "buffer.min_size": int(_finite(w["level_min_bytes"])),
+            "buffer.avg_level": min(100.0, _finite(w["level_avg_percent"])),
+            "buffer.peak_level": min(100.0, _finite(w["level_max_percent"])),
+            "buffer.drain_rate": played / nominal * 100.0,
+            "buffer.fill_rate": _finite(w["fill_bytes"]) / nominal * 100.0,
+            "buffer.stability_score": min(1.0, max(0.0, 1.0 - std / avg)) if avg > 0 else 0.0,
+            "buffer.last_overflow_time": self._wall(c["last_overflow_ms"]),
+            "buffer.last_underflow_time": self._wall(c["last_underflow_ms"]),
+            "buffer.total_processed_bytes": int(c["played_bytes"]),
+            "buffer.dropped_frames": int(c["dropped"]),
+            "buffer.corrupted_frames": int(c["corrupted"]),
+        }
+
+    def _latency(self, win: Any, processing: float, now_ms: float) -> dict[str, Any]:
+        held = self._held
+        if win.played_base_ms:
+            e2e = np.asarray(win.played_base_ms) + processing
+            self.p.latency.add_many(e2e, np.full(len(e2e), now_ms))
+            held.update(end_to_end=float(e2e.mean()), max_latency=float(e2e.max()), min_latency=float(e2e.min()),
+                        buffer=float(np.mean(win.buffer_wait_ms)))
+        if win.transit_ms:
+            held["network"] = float(np.mean(win.transit_ms))
+        s = self.p.latency.summary(now_ms)
+        mean, std = _finite(s["mean"], held["end_to_end"]), _finite(s["std"])
+        return {
+            "latency.end_to_end": held["end_to_end"],
+            "latency.processing": processing,
+            "latency.network": held["network"],
+            "latency.codec": self.p.sender.packet_ms,
+            "latency.buffer": max(0.0, held["buffer"]),
+            "latency.jitter": _finite(self.p.receiver.seq.jitter_ms),
+            "latency.max_latency": held["max_latency"],
+            "latency.min_latency": held["min_latency"],
+            "latency.avg_latency": mean,
+            "latency.p95_latency": _finite(s["p95"], mean),
+            "latency.p99_latency": _finite(s["p99"], mean),
+            "latency.stability": 1.0 / (1.0 + std / mean) if mean > 0 else 0.0,
+        }
+
+    def _packet(self, win: Any, now_ms: float) -> dict[str, Any]:
+        rx = self.p.receiver
+        st = rx.seq
+        expected = int(st.expected)
+        lost = max(0, int(st.lost_unique) - (rx.corrected - rx.corrected_then_received))
+        seconds = max(now_ms - self._window_start_ms, 1e-9) / 1000.0
+        throughput = win.wire_bytes * 8 / seconds / 1000.0
+        goodput = win.played_payload_bytes * 8 / seconds / 1000.0
+        return {
+            "packet.loss_rate": min(1.0, lost / expected) if expected > 0 else 0.0,
+            "packet.loss_count": lost,
+            "packet.received_count": int(st.received_unique),
+            "packet.sent_count": expected,
+            "packet.duplicate_count": int(st.duplicates),
+            "packet.out_of_order_count": int(st.out_of_order),
+            "packet.corrected_count": int(rx.corrected),
+            "packet.avg_size": win.wire_bytes / win.media_packets if win.media_packets else 0.0,
+            "packet.max_size": int(win.max_wire),
+            "packet.min_size": int(win.min_wire),
+            "packet.throughput_kbps": throughput,
+            "packet.goodput_kbps": goodput,
+            "packet.overhead_percent": (win.wire_bytes - win.payload_bytes) / win.wire_bytes * 100.0 if win.wire_bytes else 0.0,
+            "packet.efficiency": min(1.0, goodput / throughput) if throughput > 0 else 0.0,
+        }
+
+    def _mos(self, delay_ms: float) -> float:
+        slots = self.p.receiver.slot_history
+        if not slots:
+            return emodel.mos(delay_ms, 0.0)
+        concealed = len(slots) - sum(slots)
+        return emodel.mos(delay_ms, 100.0 * concealed / len(slots), emodel.burst_ratio(slots))
