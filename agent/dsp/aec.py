@@ -1,0 +1,166 @@
+"""Acoustic echo cancellation: partitioned-block frequency-domain NLMS, residual-echo NLP, comfort noise."""
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import numpy as np
+
+from agent.dsp.stage import Stage
+
+# How echo-dominated a frame must be (echo estimate / microphone energy) before the NLP acts.
+NLP_THRESHOLDS = {"conservative": 0.8, "moderate": 0.5, "aggressive": 0.2}
+# Attenuation of a frame that is entirely residual echo.
+SUPPRESSION_DB = {"low": 6.0, "moderate": 12.0, "high": 24.0}
+STEP = 0.12                # NLMS step size (per bin, normalised by the far-end power)
+POWER_SMOOTHING = 0.9      # far-end power estimate the step is normalised by
+GEIGEL = 0.5               # double talk when |mic| peaks above this fraction of the far-end peak
+DOUBLE_TALK_HANGOVER = 3   # frames adaptation stays frozen after double talk
+ADOPT_RATIO = 0.8          # background error this much below the foreground's: copy it over
+RESTORE_RATIO = 4.0        # background error this much above: it diverged, restore it
+FAR_SILENT_RMS = 1e-4      # -80 dBFS: no reference, nothing to cancel or suppress
+NOISE_RISE = 1.02          # background tracker: +0.17 dB per frame upwards, instant downwards
+
+
+class EchoCanceller(Stage):
+    """Removes the far-end echo from the microphone frame.
+
+    The linear filter is a partitioned-block frequency-domain adaptive filter (overlap-save,
+    block = frame): a 200 ms tail at 16 kHz is 10 partitions of 320 taps, updated with one
+    batched FFT per frame instead of a 3200-tap per-sample loop. Adaptation freezes during
+    double talk (Geigel detector). The non-linear processor then attenuates frames whose
+    energy is mostly predicted echo, and comfort noise fills what it removed.
+    """
+
+    KNOBS = ("aec_enabled", "aec_filter_length", "aec_nlp_mode", "aec_suppression_level", "aec_comfort_noise")
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        b = self.frame_samples
+        self._rng = np.random.default_rng(self.seed)
+        self._xbuf = np.zeros(2 * b)
+        self._X = np.zeros((0, b + 1), dtype=complex)
+        self._W = np.zeros((0, b + 1), dtype=complex)   # background filter: adapts every frame
+        self._Wf = np.zeros((0, b + 1), dtype=complex)  # foreground filter: produces the output
+        self._tap_mask = np.ones((0, 2 * b))
+        self._far_peaks: list[float] = []
+        self._dt_hang = 0
+        self._power = np.zeros(b + 1)
+        self._err_bg = self._err_fg = 0.0
+        self._nlp_gain = 1.0
+        self._noise_rms = -1.0
+        self._erle_db = 0.0
+
+    def _apply(self, knobs: Mapping[str, Any], previous: Mapping[str, Any]) -> None:
+        self.enabled = bool(knobs["aec_enabled"])
+        self.nlp_threshold = NLP_THRESHOLDS[knobs["aec_nlp_mode"]]
+        self.suppression_db = SUPPRESSION_DB[knobs["aec_suppression_level"]]
+        self.comfort_noise = bool(knobs["aec_comfort_noise"])
+        if self.changed(knobs, previous, "aec_filter_length"):
+            self._resize(int(round(knobs["aec_filter_length"] * self.sample_rate / 1000)))
+
+    def _resize(self, taps: int) -> None:
+        """New tail length: keep the partitions both lengths share so a change does not restart learning."""
+        b = self.frame_samples
+        parts = max(1, math.ceil(taps / b))
+        keep = min(parts, len(self._W))
+        # Gradient constraint: each partition holds b taps (first half of its 2b window); the
+        # last one only the taps left of the tail, so the filter length is exact to the sample.
+        mask = np.zeros((parts, 2 * b))
+        mask[:, :b] = 1.0
+        mask[-1, taps - (parts - 1) * b:] = 0.0
+        resized = []
+        for old in (self._W, self._Wf, self._X):
+            new = np.zeros((parts, b + 1), dtype=complex)
+            new[:keep] = old[:keep]
+            resized.append(new)
+        self._W, self._Wf, self._X = resized
+        self._W = np.fft.rfft(np.fft.irfft(self._W, 2 * b, axis=1) * mask, axis=1)
+        self._Wf = np.fft.rfft(np.fft.irfft(self._Wf, 2 * b, axis=1) * mask, axis=1)
+        self._tap_mask, self.taps = mask, taps
+        self._far_peaks = self._far_peaks[-parts:]
+
+    @property
+    def active(self) -> bool:
+        return self.enabled
+
+    def process(self, x: np.ndarray, far_end: np.ndarray | None) -> np.ndarray:
+        if far_end is None:
+            return x
+        far = np.asarray(far_end, dtype=np.float64)
+        if far.shape != x.shape:
+            raise ValueError(f"far_end must have {len(x)} samples like the frame, got {far.shape}")
+        self._push_far(far)
+        far_active = max(self._far_peaks) > FAR_SILENT_RMS
+        echo = self._echo(self._Wf)
+        e = x - echo
+        if far_active:
+            e_bg = x - self._echo(self._W)
+            self._adapt(x, e_bg)
+            e, echo = self._arbitrate(x, e, echo, e_bg)
+        self._track_noise(e)
+        return self._nlp(x, e, echo, far_active)
+
+    def _push_far(self, far: np.ndarray) -> None:
+        b = self.frame_samples
+        self._xbuf = np.concatenate((self._xbuf[b:], far))
+        self._X = np.roll(self._X, 1, axis=0)
+        self._X[0] = x0 = np.fft.rfft(self._xbuf)
+        self._power = POWER_SMOOTHING * self._power + (1 - POWER_SMOOTHING) * (x0.real ** 2 + x0.imag ** 2)
+        self._far_peaks = (self._far_peaks + [float(np.max(np.abs(far)))])[-len(self._W):]
+
+    def _echo(self, W: np.ndarray) -> np.ndarray:
+        b = self.frame_samples
+        return np.fft.irfft(np.einsum("pk,pk->k", W, self._X), 2 * b)[b:]
+
+    def _adapt(self, mic: np.ndarray, e: np.ndarray) -> None:
+        """One NLMS step of the background filter, skipped during (Geigel-detected) double talk."""
+        if float(np.max(np.abs(mic))) > GEIGEL * max(self._far_peaks):
+            self._dt_hang = DOUBLE_TALK_HANGOVER
+        if self._dt_hang > 0:
+            self._dt_hang -= 1
+            return
+        b = self.frame_samples
+        E = np.fft.rfft(np.concatenate((np.zeros(b), e)))
+        grad = np.conj(self._X) * (E * (STEP / (self._power + 1e-7 * 2 * b)))
+        self._W = np.fft.rfft(np.fft.irfft(self._W + grad, 2 * b, axis=1) * self._tap_mask, axis=1)
+
+    def _arbitrate(self, mic: np.ndarray, e_fg: np.ndarray, echo_fg: np.ndarray,
+                   e_bg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Two-filter control: the foreground takes the background when it cancels better; a
+        background that diverged (double talk the detector missed) restarts from the foreground."""
+        self._err_bg = 0.7 * self._err_bg + 0.3 * float(np.dot(e_bg, e_bg))
+        self._err_fg = 0.7 * self._err_fg + 0.3 * float(np.dot(e_fg, e_fg))
+        if self._err_bg < ADOPT_RATIO * self._err_fg:
+            self._Wf = self._W.copy()
+            self._err_fg = self._err_bg
+            return e_bg, mic - e_bg
+        if self._err_bg > RESTORE_RATIO * self._err_fg and float(np.dot(e_bg, e_bg)) > float(np.dot(mic, mic)):
+            self._W = self._Wf.copy()
+            self._err_bg = self._err_fg
+        return e_fg, echo_fg
+
+    def _track_noise(self, e: np.ndarray) -> None:
+        rms = float(np.sqrt(np.mean(e * e)))
+        self._noise_rms = rms if self._noise_rms < 0 else min(rms, self._noise_rms * NOISE_RISE)
+
+    def _nlp(self, mic: np.ndarray, e: np.ndarray, echo: np.ndarray, far_active: bool) -> np.ndarray:
+        mic_energy = float(np.dot(mic, mic)) + 1e-12
+        echo_energy = float(np.dot(echo, echo))
+        self._erle_db = 10.0 * math.log10(mic_energy / (float(np.dot(e, e)) + 1e-12))
+        target = 1.0
+        if far_active:
+            dominance = min(echo_energy / mic_energy, 1.0)
+            share = max(0.0, (dominance - self.nlp_threshold) / (1.0 - self.nlp_threshold))
+            target = 10.0 ** (-self.suppression_db * share / 20.0)
+        # Ramp across the frame so the attenuation never steps audibly.
+        gains = np.linspace(self._nlp_gain, target, len(e) + 1)[1:]
+        self._nlp_gain = target
+        out = e * gains
+        if self.comfort_noise and float(gains.min()) < 1.0:
+            fill = np.sqrt(np.maximum(1.0 - gains * gains, 0.0))
+            out = out + self._rng.standard_normal(len(e)) * (self._noise_rms * fill)
+        return out
+
+    def telemetry(self) -> dict[str, float]:
+        return {"aec_erle_db": self._erle_db, "aec_nlp_gain_db": 20.0 * math.log10(max(self._nlp_gain, 1e-6))}

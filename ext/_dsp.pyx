@@ -1,0 +1,524 @@
+# cython: language_level=3
+"""DSP primitives for the agent's chain in Cython: the per-sample loops of ext/dsp_py.py in C.
+
+Parameter math (time constants, designs, ring resizing) is imported from the twin so both
+compute identical coefficients; only the loops differ, and they follow the twin line by line.
+"""
+import math
+
+import numpy as np
+
+from libc.math cimport exp, fabs, log10, sqrt
+
+from ext.dsp_py import DB_TO_LN as _PY_DB_TO_LN
+from ext.dsp_py import db_to_lin, ms_to_samples, resized_ring, time_coef
+
+cdef double DB_TO_LN = _PY_DB_TO_LN
+
+
+cdef class BiquadChain:
+    """N biquad sections in series (transposed direct form II), one block per call."""
+    cdef object _coeffs_arr, _z_arr
+    cdef double[:, ::1] _coeffs
+    cdef double[:, ::1] _z
+
+    def __init__(self, sections):
+        coeffs = np.array([[float(c) for c in s] for s in sections], dtype=np.float64).reshape(-1, 5) \
+            if len(sections) else np.zeros((0, 5))
+        if any(len(s) != 5 for s in sections):
+            raise ValueError("each section needs 5 coefficients (b0, b1, b2, a1, a2)")
+        self._coeffs_arr = np.ascontiguousarray(coeffs)
+        self._coeffs = self._coeffs_arr
+        self._z_arr = np.zeros((coeffs.shape[0], 2))
+        self._z = self._z_arr
+
+    @property
+    def n_sections(self):
+        return self._coeffs.shape[0]
+
+    def set_section(self, Py_ssize_t index, coeffs):
+        c = [float(v) for v in coeffs]
+        if len(c) != 5:
+            raise ValueError("a section needs 5 coefficients (b0, b1, b2, a1, a2)")
+        if index < 0:
+            index += self._coeffs.shape[0]
+        if not 0 <= index < self._coeffs.shape[0]:
+            raise IndexError("section index out of range")
+        for k in range(5):
+            self._coeffs[index, k] = c[k]
+
+    def reset(self):
+        self._z_arr[:] = 0.0
+
+    def get_state(self):
+        return np.array(self._z_arr)
+
+    def process(self, x):
+        out = np.array(x, dtype=np.float64, copy=True, order="C").reshape(-1)
+        cdef double[::1] buf = out
+        cdef Py_ssize_t n = buf.shape[0], s, i
+        cdef double b0, b1, b2, a1, a2, z1, z2, v, y
+        for s in range(self._coeffs.shape[0]):
+            b0, b1, b2 = self._coeffs[s, 0], self._coeffs[s, 1], self._coeffs[s, 2]
+            a1, a2 = self._coeffs[s, 3], self._coeffs[s, 4]
+            z1, z2 = self._z[s, 0], self._z[s, 1]
+            for i in range(n):
+                v = buf[i]
+                y = b0 * v + z1
+                z1 = b1 * v - a1 * y + z2
+                z2 = b2 * v - a2 * y
+                buf[i] = y
+            self._z[s, 0], self._z[s, 1] = z1, z2
+        return out
+
+
+cdef class Biquad(BiquadChain):
+    """A single biquad section."""
+
+    def __init__(self, coeffs):
+        super().__init__([coeffs])
+
+    def set_coeffs(self, coeffs):
+        self.set_section(0, coeffs)
+
+
+cdef class EnvelopeFollower:
+    """Attack/release envelope of |x| (mode "peak") or of x^2 reported as RMS (mode "rms")."""
+    cdef double _att, _rel, _env
+    cdef bint _rms
+    cdef public str mode
+
+    def __init__(self, double sample_rate, double attack_ms, double release_ms, str mode="peak"):
+        if mode not in ("peak", "rms"):
+            raise ValueError(f"mode must be 'peak' or 'rms', got {mode!r}")
+        self.mode = mode
+        self._rms = mode == "rms"
+        self._att = time_coef(attack_ms, sample_rate)
+        self._rel = time_coef(release_ms, sample_rate)
+        self._env = 0.0
+
+    def get_state(self):
+        return {"env": self._env}
+
+    def process(self, x):
+        cdef const double[::1] xv = np.ascontiguousarray(x, dtype=np.float64).reshape(-1)
+        cdef Py_ssize_t n = xv.shape[0], i
+        out = np.empty(n, dtype=np.float64)
+        cdef double[::1] ov = out
+        cdef double att = self._att, rel = self._rel, env = self._env, v
+        cdef bint rms = self._rms
+        for i in range(n):
+            v = xv[i] * xv[i] if rms else fabs(xv[i])
+            if v > env:
+                env = att * env + (1.0 - att) * v
+            else:
+                env = rel * env + (1.0 - rel) * v
+            ov[i] = sqrt(env) if rms else env
+        self._env = env
+        return out
+
+
+cdef class Compressor:
+    """Feed-forward compressor: peak detector, soft-knee gain computer, dB-domain smoothing, lookahead."""
+    cdef public double sample_rate
+    cdef double _thr, _slope, _knee, _quiet, _att, _rel, _makeup, _det, _gain_db
+    cdef Py_ssize_t _pos
+    cdef object _delay_arr
+    cdef double[::1] _delay
+
+    def __init__(self, double sample_rate, double threshold_db=-20.0, double ratio=4.0, double knee_db=2.5,
+                 double attack_ms=10.0, double release_ms=100.0, double makeup_db=0.0, double lookahead_ms=0.0):
+        self.sample_rate = sample_rate
+        self._delay_arr = np.zeros(0)
+        self._delay = self._delay_arr
+        self._pos = 0
+        self._det = 0.0
+        self._gain_db = 0.0
+        self.set_params(threshold_db, ratio, knee_db, attack_ms, release_ms, makeup_db, lookahead_ms)
+
+    def set_params(self, threshold_db, ratio, knee_db, attack_ms, release_ms, makeup_db, lookahead_ms):
+        self._thr = float(threshold_db)
+        self._slope = 1.0 / max(float(ratio), 1.0) - 1.0
+        self._knee = max(float(knee_db), 0.0)
+        self._quiet = db_to_lin(self._thr - self._knee / 2.0)
+        self._att = time_coef(attack_ms, self.sample_rate)
+        self._rel = time_coef(release_ms, self.sample_rate)
+        self._makeup = float(makeup_db)
+        n = ms_to_samples(lookahead_ms, self.sample_rate)
+        if n != len(self._delay_arr):
+            self._delay_arr = resized_ring(self._delay_arr, self._pos, n)
+            self._delay = self._delay_arr
+            self._pos = 0
+
+    @property
+    def lookahead_samples(self):
+        return len(self._delay_arr)
+
+    @property
+    def gain_reduction_db(self):
+        return -self._gain_db
+
+    def get_state(self):
+        return {"det": self._det, "gain_db": self._gain_db, "pos": self._pos, "delay": np.array(self._delay_arr)}
+
+    def process(self, x):
+        cdef const double[::1] xv = np.ascontiguousarray(x, dtype=np.float64).reshape(-1)
+        cdef Py_ssize_t n = xv.shape[0], i
+        out = np.empty(n, dtype=np.float64)
+        cdef double[::1] ov = out
+        cdef double thr = self._thr, slope = self._slope, knee = self._knee, att = self._att, rel = self._rel
+        cdef double makeup = self._makeup, det = self._det, g = self._gain_db, half = knee / 2.0
+        cdef double quiet = self._quiet, v, a, over, gr, d
+        cdef double[::1] ring = self._delay
+        cdef Py_ssize_t m = ring.shape[0], pos = self._pos
+        for i in range(n):
+            v = xv[i]
+            a = fabs(v)
+            det = a if a > det else rel * det + (1.0 - rel) * a
+            if det <= quiet:
+                gr = 0.0
+            else:
+                over = 20.0 * log10(det) - thr
+                if knee > 0.0 and over < half:
+                    gr = slope * (over + half) * (over + half) / (2.0 * knee)
+                elif over > 0.0:
+                    gr = slope * over
+                else:
+                    gr = 0.0
+            if gr < g:
+                g = att * g + (1.0 - att) * gr
+            else:
+                g = rel * g + (1.0 - rel) * gr
+            if m:
+                d = ring[pos]
+                ring[pos] = v
+                pos = pos + 1 if pos + 1 < m else 0
+            else:
+                d = v
+            ov[i] = d * exp((g + makeup) * DB_TO_LN)
+        self._det, self._gain_db, self._pos = det, g, pos
+        return out
+
+
+cdef class Limiter:
+    """Lookahead peak limiter: no output sample exceeds the ceiling, whatever the input."""
+    cdef public double sample_rate
+    cdef double _ceiling, _att, _rel, _gain, _tmin
+    cdef Py_ssize_t _pos, _gpos
+    cdef object _delay_arr, _greq_arr
+    cdef double[::1] _delay
+    cdef double[::1] _greq
+
+    def __init__(self, double sample_rate, double ceiling_db=-1.0, double release_ms=50.0, double lookahead_ms=5.0):
+        self.sample_rate = sample_rate
+        self._delay_arr = np.zeros(0)
+        self._delay = self._delay_arr
+        self._greq_arr = np.ones(1)
+        self._greq = self._greq_arr
+        self._pos = 0
+        self._gpos = 0
+        self._gain = 1.0
+        self._tmin = 1.0
+        self.set_params(ceiling_db, release_ms, lookahead_ms)
+
+    def set_params(self, ceiling_db, release_ms, lookahead_ms):
+        self._ceiling = db_to_lin(min(float(ceiling_db), 0.0))
+        self._rel = time_coef(release_ms, self.sample_rate)
+        n = ms_to_samples(lookahead_ms, self.sample_rate)
+        self._att = math.exp(-4.0 / n) if n > 0 else 0.0
+        if n != len(self._delay_arr):
+            self._delay_arr = resized_ring(self._delay_arr, self._pos, n)
+            self._delay = self._delay_arr
+            self._pos = 0
+            self._greq_arr = np.ones(n + 1)
+            self._greq = self._greq_arr
+            self._gpos = 0
+            self._tmin = 1.0
+
+    @property
+    def ceiling(self):
+        return self._ceiling
+
+    @property
+    def lookahead_samples(self):
+        return len(self._delay_arr)
+
+    @property
+    def gain_reduction_db(self):
+        return -20.0 * math.log10(max(self._gain, 1e-12))
+
+    def get_state(self):
+        return {"gain": self._gain, "pos": self._pos, "gpos": self._gpos, "tmin": self._tmin,
+                "delay": np.array(self._delay_arr), "greq": np.array(self._greq_arr)}
+
+    def process(self, x):
+        cdef const double[::1] xv = np.ascontiguousarray(x, dtype=np.float64).reshape(-1)
+        cdef Py_ssize_t n = xv.shape[0], i, k
+        out = np.empty(n, dtype=np.float64)
+        cdef double[::1] ov = out
+        cdef double c = self._ceiling, att = self._att, rel = self._rel, g = self._gain, target = self._tmin
+        cdef double v, a, d, need, y, new, old
+        cdef double[::1] ring = self._delay
+        cdef double[::1] greq = self._greq
+        cdef Py_ssize_t m = ring.shape[0], gm = greq.shape[0], pos = self._pos, gpos = self._gpos
+        for i in range(n):
+            v = xv[i]
+            a = fabs(v)
+            new = c / a if a > c else 1.0
+            old = greq[gpos]
+            greq[gpos] = new
+            gpos = gpos + 1 if gpos + 1 < gm else 0
+            if new <= target:
+                target = new
+            elif old == target:
+                target = greq[0]
+                for k in range(1, gm):
+                    if greq[k] < target:
+                        target = greq[k]
+            g = target + (g - target) * (att if target < g else rel)
+            if m:
+                d = ring[pos]
+                ring[pos] = v
+                pos = pos + 1 if pos + 1 < m else 0
+            else:
+                d = v
+            need = greq[gpos]
+            y = d * (g if g < need else need)
+            ov[i] = c if y > c else (-c if y < -c else y)
+        self._gain, self._pos, self._gpos, self._tmin = g, pos, gpos, target
+        return out
+
+
+cdef class AgcGain:
+    """Automatic gain: steer a windowed level (RMS or held peak) towards a target within +-max gain."""
+    cdef public double sample_rate
+    cdef double _target, _max_gain, _att, _rel, _freeze, _pdecay, _sum, _peak, _gain_db
+    cdef Py_ssize_t _hold, _pos, _peak_hold, _hold_count
+    cdef bint _peak_mode
+    cdef object _ring_arr
+    cdef double[::1] _ring
+
+    def __init__(self, double sample_rate, double target_db=-18.0, double max_gain_db=30.0, double attack_ms=5.0,
+                 double release_ms=60.0, double hold_ms=0.0, double window_ms=10.0, str detector="rms",
+                 double freeze_below_db=-60.0):
+        self.sample_rate = sample_rate
+        self._ring_arr = np.zeros(1)
+        self._ring = self._ring_arr
+        self._pos = 0
+        self._sum = 0.0
+        self._peak = 0.0
+        self._peak_hold = 0
+        self._hold_count = 0
+        self._gain_db = 0.0
+        self.set_params(target_db, max_gain_db, attack_ms, release_ms, hold_ms, window_ms, detector, freeze_below_db)
+
+    def set_params(self, target_db, max_gain_db, attack_ms, release_ms, hold_ms, window_ms, detector, freeze_below_db):
+        if detector not in ("rms", "peak"):
+            raise ValueError(f"detector must be 'rms' or 'peak', got {detector!r}")
+        self._target, self._max_gain = float(target_db), abs(float(max_gain_db))
+        self._att = time_coef(attack_ms, self.sample_rate)
+        self._rel = time_coef(release_ms, self.sample_rate)
+        self._hold = ms_to_samples(hold_ms, self.sample_rate)
+        self._freeze = float(freeze_below_db)
+        self._peak_mode = detector == "peak"
+        w = max(1, ms_to_samples(window_ms, self.sample_rate))
+        self._pdecay = math.exp(-1.0 / w)
+        if w != len(self._ring_arr):
+            self._ring_arr = resized_ring(self._ring_arr, self._pos, w)
+            self._ring = self._ring_arr
+            self._pos = 0
+            self._sum = float(np.sum(self._ring_arr))
+
+    @property
+    def gain_db(self):
+        return self._gain_db
+
+    def get_state(self):
+        return {"gain_db": self._gain_db, "sum": self._sum, "pos": self._pos, "peak": self._peak,
+                "peak_hold": self._peak_hold, "hold_count": self._hold_count, "ring": np.array(self._ring_arr)}
+
+    def process(self, x):
+        cdef const double[::1] xv = np.ascontiguousarray(x, dtype=np.float64).reshape(-1)
+        cdef Py_ssize_t n = xv.shape[0], i
+        out = np.empty(n, dtype=np.float64)
+        cdef double[::1] ov = out
+        cdef double target = self._target, mx = self._max_gain, att = self._att, rel = self._rel
+        cdef double freeze = self._freeze, pdecay = self._pdecay, s = self._sum, pk = self._peak, g = self._gain_db
+        cdef Py_ssize_t hold = self._hold, phold = self._peak_hold, hc = self._hold_count, pos = self._pos
+        cdef bint peak_mode = self._peak_mode
+        cdef double[::1] ring = self._ring
+        cdef Py_ssize_t w = ring.shape[0]
+        cdef double v, a, sq, level, ms, want
+        for i in range(n):
+            v = xv[i]
+            if peak_mode:
+                a = fabs(v)
+                if a >= pk:
+                    pk = a
+                    phold = w
+                elif phold > 0:
+                    phold -= 1
+                else:
+                    pk = pk * pdecay
+                level = 20.0 * log10(pk) if pk > 1e-10 else -200.0
+            else:
+                sq = v * v
+                s = s + sq - ring[pos]
+                ring[pos] = sq
+                pos = pos + 1 if pos + 1 < w else 0
+                ms = s / w
+                level = 10.0 * log10(ms) if ms > 1e-20 else -200.0
+            if level > freeze:
+                want = target - level
+                want = mx if want > mx else (-mx if want < -mx else want)
+                if want < g:
+                    g = att * g + (1.0 - att) * want
+                    hc = hold
+                elif hc > 0:
+                    hc -= 1
+                else:
+                    g = rel * g + (1.0 - rel) * want
+            ov[i] = v * exp(g * DB_TO_LN)
+        self._sum, self._pos, self._peak, self._peak_hold, self._hold_count, self._gain_db = s, pos, pk, phold, hc, g
+        return out
+
+
+cdef class NoiseGate:
+    """Gate: opens when the peak envelope exceeds the threshold, closes (after hold) below it minus hysteresis."""
+    cdef public double sample_rate
+    cdef double _thr_open, _thr_close, _att, _rel, _floor, _det, _env, _gain
+    cdef Py_ssize_t _hold, _hold_count
+    cdef int _open
+
+    def __init__(self, double sample_rate, double threshold_db=-50.0, double attack_ms=1.0, double release_ms=100.0,
+                 double hold_ms=50.0, double hysteresis_db=3.0, double floor_db=-80.0, double detector_ms=10.0):
+        self.sample_rate = sample_rate
+        self._env = 0.0
+        self._gain = 1.0
+        self._open = 1
+        self._hold_count = 0
+        self.set_params(threshold_db, attack_ms, release_ms, hold_ms, hysteresis_db, floor_db, detector_ms)
+
+    def set_params(self, threshold_db, attack_ms, release_ms, hold_ms, hysteresis_db, floor_db, detector_ms):
+        self._thr_open = db_to_lin(float(threshold_db))
+        self._thr_close = db_to_lin(float(threshold_db) - abs(float(hysteresis_db)))
+        self._att = time_coef(attack_ms, self.sample_rate)
+        self._rel = time_coef(release_ms, self.sample_rate)
+        self._hold = ms_to_samples(hold_ms, self.sample_rate)
+        self._floor = db_to_lin(min(float(floor_db), 0.0))
+        self._det = time_coef(detector_ms, self.sample_rate)
+
+    @property
+    def is_open(self):
+        return bool(self._open)
+
+    @property
+    def gain(self):
+        return self._gain
+
+    def get_state(self):
+        return {"env": self._env, "gain": self._gain, "open": self._open, "hold_count": self._hold_count}
+
+    def process(self, x):
+        cdef const double[::1] xv = np.ascontiguousarray(x, dtype=np.float64).reshape(-1)
+        cdef Py_ssize_t n = xv.shape[0], i
+        out = np.empty(n, dtype=np.float64)
+        cdef double[::1] ov = out
+        cdef double t_open = self._thr_open, t_close = self._thr_close, att = self._att, rel = self._rel
+        cdef double floor = self._floor, det = self._det, env = self._env, g = self._gain, v, a, target
+        cdef Py_ssize_t hold = self._hold, hc = self._hold_count
+        cdef int is_open = self._open
+        for i in range(n):
+            v = xv[i]
+            a = fabs(v)
+            env = a if a > env else det * env + (1.0 - det) * a
+            if env > t_open:
+                is_open = 1
+                hc = hold
+            elif env < t_close:
+                if hc > 0:
+                    hc -= 1
+                else:
+                    is_open = 0
+            target = 1.0 if is_open else floor
+            g = target + (g - target) * (att if target > g else rel)
+            ov[i] = v * g
+        self._env, self._gain, self._open, self._hold_count = env, g, is_open, hc
+        return out
+
+
+cdef class FeedbackComb:
+    """Freeverb comb: a delay line whose feedback passes a one-pole low-pass (damping)."""
+    cdef double _fb, _damp, _filt
+    cdef Py_ssize_t _pos
+    cdef object _buf_arr
+    cdef double[::1] _buf
+
+    def __init__(self, delay_samples, double feedback=0.8, double damping=0.2):
+        self._buf_arr = np.zeros(max(1, int(delay_samples)))
+        self._buf = self._buf_arr
+        self._pos = 0
+        self._filt = 0.0
+        self.set_params(feedback, damping)
+
+    def set_params(self, feedback, damping):
+        self._fb = float(feedback)
+        self._damp = min(max(float(damping), 0.0), 1.0)
+
+    def get_state(self):
+        return {"filt": self._filt, "pos": self._pos, "buf": np.array(self._buf_arr)}
+
+    def process(self, x):
+        cdef const double[::1] xv = np.ascontiguousarray(x, dtype=np.float64).reshape(-1)
+        cdef Py_ssize_t n = xv.shape[0], i
+        out = np.empty(n, dtype=np.float64)
+        cdef double[::1] ov = out
+        cdef double fb = self._fb, damp = self._damp, filt = self._filt, y
+        cdef double[::1] buf = self._buf
+        cdef Py_ssize_t m = buf.shape[0], pos = self._pos
+        for i in range(n):
+            y = buf[pos]
+            filt = y * (1.0 - damp) + filt * damp
+            buf[pos] = xv[i] + filt * fb
+            pos = pos + 1 if pos + 1 < m else 0
+            ov[i] = y
+        self._filt, self._pos = filt, pos
+        return out
+
+
+cdef class Allpass:
+    """Schroeder all-pass section (diffuser): y = -g x + d, d' = x + g y."""
+    cdef double _g
+    cdef Py_ssize_t _pos
+    cdef object _buf_arr
+    cdef double[::1] _buf
+
+    def __init__(self, delay_samples, double gain=0.5):
+        self._buf_arr = np.zeros(max(1, int(delay_samples)))
+        self._buf = self._buf_arr
+        self._pos = 0
+        self.set_params(gain)
+
+    def set_params(self, gain):
+        self._g = float(gain)
+
+    def get_state(self):
+        return {"pos": self._pos, "buf": np.array(self._buf_arr)}
+
+    def process(self, x):
+        cdef const double[::1] xv = np.ascontiguousarray(x, dtype=np.float64).reshape(-1)
+        cdef Py_ssize_t n = xv.shape[0], i
+        out = np.empty(n, dtype=np.float64)
+        cdef double[::1] ov = out
+        cdef double g = self._g, d, y, v
+        cdef double[::1] buf = self._buf
+        cdef Py_ssize_t m = buf.shape[0], pos = self._pos
+        for i in range(n):
+            v = xv[i]
+            d = buf[pos]
+            y = d - g * v
+            buf[pos] = v + g * y
+            pos = pos + 1 if pos + 1 < m else 0
+            ov[i] = y
+        self._pos = pos
+        return out

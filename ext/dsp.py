@@ -1,0 +1,31 @@
+"""Selects the DSP primitives: the Cython module ext._dsp unless TPMON_NO_EXTENSIONS=1 or it is not built."""
+from __future__ import annotations
+
+import os
+
+from ext.dsp_py import FILTER_KINDS, MAX_DESIGN_FRACTION, Coeffs, db_to_lin, design_biquad
+
+if os.environ.get("TPMON_NO_EXTENSIONS") == "1":
+    from ext import dsp_py as _impl
+else:
+    try:
+        from ext import _dsp as _impl  # type: ignore[attr-defined]
+    except ImportError:  # not built (no compiler, plain checkout): the twin behaves the same, slower
+        from ext import dsp_py as _impl
+
+IMPLEMENTATION: str = "python" if _impl.__name__ == "ext.dsp_py" else "cython"
+MODULE = _impl
+
+Biquad = _impl.Biquad
+BiquadChain = _impl.BiquadChain
+EnvelopeFollower = _impl.EnvelopeFollower
+Compressor = _impl.Compressor
+Limiter = _impl.Limiter
+AgcGain = _impl.AgcGain
+NoiseGate = _impl.NoiseGate
+FeedbackComb = _impl.FeedbackComb
+Allpass = _impl.Allpass
+
+__all__ = ["IMPLEMENTATION", "MODULE", "FILTER_KINDS", "MAX_DESIGN_FRACTION", "Coeffs", "db_to_lin", "design_biquad",
+           "Biquad", "BiquadChain", "EnvelopeFollower", "Compressor", "Limiter", "AgcGain", "NoiseGate",
+           "FeedbackComb", "Allpass"]

@@ -1,0 +1,510 @@
+"""DSP primitives for the agent's chain, pure-Python twin of ext/_dsp.pyx (same algorithm, same results).
+
+Every class works on float64 blocks of any length and keeps its state across calls, so a
+signal cut into blocks of 1, 7 or 320 samples gives the same output as one long block.
+Parameter-to-coefficient math (time constants, filter designs, ring resizing) lives here
+and the Cython module imports it, so only the per-sample loops exist twice.
+"""
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import numpy as np
+
+# Filters are designed at most at this fraction of the sample rate (the catalog's EQ rule).
+MAX_DESIGN_FRACTION = 0.45
+DB_TO_LN = math.log(10.0) / 20.0  # exp(db * DB_TO_LN) == 10 ** (db / 20)
+FILTER_KINDS = ("peaking", "lowshelf", "highshelf", "lowpass", "highpass", "bandpass")
+
+Coeffs = tuple[float, float, float, float, float]  # b0, b1, b2, a1, a2 (a0 normalised to 1)
+
+
+def time_coef(ms: float, sample_rate: float) -> float:
+    """One-pole smoothing coefficient for a time constant in ms (0 ms: follow instantly)."""
+    samples = ms * 1e-3 * sample_rate
+    return math.exp(-1.0 / samples) if samples > 0 else 0.0
+
+
+def ms_to_samples(ms: float, sample_rate: float) -> int:
+    return max(0, int(round(ms * 1e-3 * sample_rate)))
+
+
+def db_to_lin(db: float) -> float:
+    return math.exp(db * DB_TO_LN)
+
+
+def resized_ring(ring: np.ndarray, pos: int, size: int) -> np.ndarray:
+    """A ring of `size` holding the newest samples of `ring` (read from `pos`), oldest first.
+
+    Used when a delay changes length at runtime, so a lookahead change does not drop audio.
+    """
+    ordered = np.concatenate((ring[pos:], ring[:pos])) if len(ring) else ring
+    out = np.zeros(size)
+    keep = min(size, len(ordered))
+    if keep:
+        out[size - keep:] = ordered[len(ordered) - keep:]
+    return out
+
+
+def design_biquad(kind: str, sample_rate: float, freq: float, q: float = 0.7071,
+                  gain_db: float = 0.0) -> Coeffs:
+    """RBJ audio-EQ-cookbook biquad; `freq` is clamped to 0.45 x sample rate."""
+    if kind not in FILTER_KINDS:
+        raise ValueError(f"unknown filter kind {kind!r}; expected one of {', '.join(FILTER_KINDS)}")
+    f0 = min(max(float(freq), 1.0), MAX_DESIGN_FRACTION * sample_rate)
+    w0 = 2.0 * math.pi * f0 / sample_rate
+    cw, sw = math.cos(w0), math.sin(w0)
+    alpha = sw / (2.0 * max(q, 1e-3))
+    a = 10.0 ** (gain_db / 40.0)
+    sa = 2.0 * math.sqrt(a) * alpha
+    if kind == "peaking":
+        b, den = (1 + alpha * a, -2 * cw, 1 - alpha * a), (1 + alpha / a, -2 * cw, 1 - alpha / a)
+    elif kind == "lowshelf":
+        b = (a * ((a + 1) - (a - 1) * cw + sa), 2 * a * ((a - 1) - (a + 1) * cw), a * ((a + 1) - (a - 1) * cw - sa))
+        den = ((a + 1) + (a - 1) * cw + sa, -2 * ((a - 1) + (a + 1) * cw), (a + 1) + (a - 1) * cw - sa)
+    elif kind == "highshelf":
+        b = (a * ((a + 1) + (a - 1) * cw + sa), -2 * a * ((a - 1) + (a + 1) * cw), a * ((a + 1) + (a - 1) * cw - sa))
+        den = ((a + 1) - (a - 1) * cw + sa, 2 * ((a - 1) - (a + 1) * cw), (a + 1) - (a - 1) * cw - sa)
+    elif kind == "lowpass":
+        b, den = ((1 - cw) / 2, 1 - cw, (1 - cw) / 2), (1 + alpha, -2 * cw, 1 - alpha)
+    elif kind == "highpass":
+        b, den = ((1 + cw) / 2, -(1 + cw), (1 + cw) / 2), (1 + alpha, -2 * cw, 1 - alpha)
+    else:  # bandpass, 0 dB peak gain
+        b, den = (alpha, 0.0, -alpha), (1 + alpha, -2 * cw, 1 - alpha)
+    a0 = den[0]
+    return (b[0] / a0, b[1] / a0, b[2] / a0, den[1] / a0, den[2] / a0)
+
+
+def _as_block(x: np.ndarray) -> list[float]:
+    return np.ascontiguousarray(x, dtype=np.float64).tolist()
+
+
+class BiquadChain:
+    """N biquad sections in series (transposed direct form II), one block per call."""
+
+    def __init__(self, sections: Sequence[Sequence[float]]) -> None:
+        self._coeffs = [tuple(float(c) for c in s) for s in sections]
+        if any(len(c) != 5 for c in self._coeffs):
+            raise ValueError("each section needs 5 coefficients (b0, b1, b2, a1, a2)")
+        self._z = [[0.0, 0.0] for _ in self._coeffs]
+
+    @property
+    def n_sections(self) -> int:
+        return len(self._coeffs)
+
+    def set_section(self, index: int, coeffs: Sequence[float]) -> None:
+        """Replace one section's coefficients, keeping its state (no click on a gain change)."""
+        c = tuple(float(v) for v in coeffs)
+        if len(c) != 5:
+            raise ValueError("a section needs 5 coefficients (b0, b1, b2, a1, a2)")
+        self._coeffs[index] = c
+
+    def reset(self) -> None:
+        self._z = [[0.0, 0.0] for _ in self._coeffs]
+
+    def get_state(self) -> np.ndarray:
+        return np.array(self._z, dtype=np.float64).reshape(len(self._coeffs), 2)
+
+    def process(self, x: np.ndarray) -> np.ndarray:
+        buf = _as_block(x)
+        for (b0, b1, b2, a1, a2), z in zip(self._coeffs, self._z):
+            z1, z2 = z
+            for i, v in enumerate(buf):
+                y = b0 * v + z1
+                z1 = b1 * v - a1 * y + z2
+                z2 = b2 * v - a2 * y
+                buf[i] = y
+            z[0], z[1] = z1, z2
+        return np.array(buf, dtype=np.float64)
+
+
+class Biquad(BiquadChain):
+    """A single biquad section."""
+
+    def __init__(self, coeffs: Sequence[float]) -> None:
+        super().__init__([coeffs])
+
+    def set_coeffs(self, coeffs: Sequence[float]) -> None:
+        self.set_section(0, coeffs)
+
+
+class EnvelopeFollower:
+    """Attack/release envelope of |x| (mode "peak") or of x^2 reported as RMS (mode "rms")."""
+
+    def __init__(self, sample_rate: float, attack_ms: float, release_ms: float, mode: str = "peak") -> None:
+        if mode not in ("peak", "rms"):
+            raise ValueError(f"mode must be 'peak' or 'rms', got {mode!r}")
+        self.mode = mode
+        self._rms = mode == "rms"
+        self._att = time_coef(attack_ms, sample_rate)
+        self._rel = time_coef(release_ms, sample_rate)
+        self._env = 0.0
+
+    def get_state(self) -> dict[str, float]:
+        return {"env": self._env}
+
+    def process(self, x: np.ndarray) -> np.ndarray:
+        att, rel, env, rms = self._att, self._rel, self._env, self._rms
+        out = _as_block(x)
+        for i, v in enumerate(out):
+            v = v * v if rms else abs(v)
+            if v > env:
+                env = att * env + (1.0 - att) * v
+            else:
+                env = rel * env + (1.0 - rel) * v
+            out[i] = math.sqrt(env) if rms else env
+        self._env = env
+        return np.array(out, dtype=np.float64)
+
+
+class Compressor:
+    """Feed-forward compressor: peak detector, soft-knee gain computer, dB-domain smoothing, lookahead."""
+
+    def __init__(self, sample_rate: float, threshold_db: float = -20.0, ratio: float = 4.0,
+                 knee_db: float = 2.5, attack_ms: float = 10.0, release_ms: float = 100.0,
+                 makeup_db: float = 0.0, lookahead_ms: float = 0.0) -> None:
+        self.sample_rate = float(sample_rate)
+        self._delay = np.zeros(0)
+        self._pos = 0
+        self._det = 0.0
+        self._gain_db = 0.0
+        self.set_params(threshold_db, ratio, knee_db, attack_ms, release_ms, makeup_db, lookahead_ms)
+
+    def set_params(self, threshold_db: float, ratio: float, knee_db: float, attack_ms: float,
+                   release_ms: float, makeup_db: float, lookahead_ms: float) -> None:
+        """Change parameters keeping the gain state; a new lookahead keeps the newest delayed audio."""
+        self._thr = float(threshold_db)
+        self._slope = 1.0 / max(float(ratio), 1.0) - 1.0
+        self._knee = max(float(knee_db), 0.0)
+        # Below the knee's start the gain computer gives 0 dB: compare linearly, skip the log.
+        self._quiet = db_to_lin(self._thr - self._knee / 2.0)
+        self._att = time_coef(attack_ms, self.sample_rate)
+        self._rel = time_coef(release_ms, self.sample_rate)
+        self._makeup = float(makeup_db)
+        n = ms_to_samples(lookahead_ms, self.sample_rate)
+        if n != len(self._delay):
+            self._delay, self._pos = resized_ring(self._delay, self._pos, n), 0
+
+    @property
+    def lookahead_samples(self) -> int:
+        return len(self._delay)
+
+    @property
+    def gain_reduction_db(self) -> float:
+        return -self._gain_db
+
+    def get_state(self) -> dict[str, object]:
+        return {"det": self._det, "gain_db": self._gain_db, "pos": self._pos, "delay": np.array(self._delay)}
+
+    def process(self, x: np.ndarray) -> np.ndarray:
+        thr, slope, knee, att, rel = self._thr, self._slope, self._knee, self._att, self._rel
+        makeup, det, g, quiet = self._makeup, self._det, self._gain_db, self._quiet
+        ring = self._delay.tolist()
+        n, pos = len(ring), self._pos
+        half = knee / 2.0
+        out = _as_block(x)
+        for i, v in enumerate(out):
+            a = abs(v)
+            det = a if a > det else rel * det + (1.0 - rel) * a
+            if det <= quiet:
+                gr = 0.0
+            else:
+                over = 20.0 * math.log10(det) - thr
+                if knee > 0.0 and over < half:
+                    gr = slope * (over + half) * (over + half) / (2.0 * knee)
+                elif over > 0.0:
+                    gr = slope * over
+                else:
+                    gr = 0.0
+            g = att * g + (1.0 - att) * gr if gr < g else rel * g + (1.0 - rel) * gr
+            if n:
+                d = ring[pos]
+                ring[pos] = v
+                pos = pos + 1 if pos + 1 < n else 0
+            else:
+                d = v
+            out[i] = d * math.exp((g + makeup) * DB_TO_LN)
+        self._det, self._gain_db, self._pos = det, g, pos
+        self._delay = np.array(ring, dtype=np.float64)
+        return np.array(out, dtype=np.float64)
+
+
+class Limiter:
+    """Lookahead peak limiter: no output sample exceeds the ceiling, whatever the input.
+
+    The gain follows the smallest gain any sample inside the lookahead window needs (so it is
+    already down when a peak leaves the delay line), and is additionally clamped to the gain the
+    outgoing sample itself needs; a final clamp absorbs floating-point rounding.
+    """
+
+    def __init__(self, sample_rate: float, ceiling_db: float = -1.0, release_ms: float = 50.0,
+                 lookahead_ms: float = 5.0) -> None:
+        self.sample_rate = float(sample_rate)
+        self._delay = np.zeros(0)
+        self._greq = np.ones(1)
+        self._pos = 0
+        self._gpos = 0
+        self._gain = 1.0
+        self._tmin = 1.0  # running minimum of the required-gain ring
+        self.set_params(ceiling_db, release_ms, lookahead_ms)
+
+    def set_params(self, ceiling_db: float, release_ms: float, lookahead_ms: float) -> None:
+        self._ceiling = db_to_lin(min(float(ceiling_db), 0.0))
+        self._rel = time_coef(release_ms, self.sample_rate)
+        n = ms_to_samples(lookahead_ms, self.sample_rate)
+        # Attack reaches ~98% of the needed reduction within the lookahead; the clamp does the rest.
+        self._att = math.exp(-4.0 / n) if n > 0 else 0.0
+        if n != len(self._delay):
+            self._delay, self._pos = resized_ring(self._delay, self._pos, n), 0
+            self._greq, self._gpos, self._tmin = np.ones(n + 1), 0, 1.0
+
+    @property
+    def ceiling(self) -> float:
+        return self._ceiling
+
+    @property
+    def lookahead_samples(self) -> int:
+        return len(self._delay)
+
+    @property
+    def gain_reduction_db(self) -> float:
+        return -20.0 * math.log10(max(self._gain, 1e-12))
+
+    def get_state(self) -> dict[str, object]:
+        return {"gain": self._gain, "pos": self._pos, "gpos": self._gpos, "tmin": self._tmin,
+                "delay": np.array(self._delay), "greq": np.array(self._greq)}
+
+    def process(self, x: np.ndarray) -> np.ndarray:
+        c, att, rel, g, target = self._ceiling, self._att, self._rel, self._gain, self._tmin
+        ring, greq = self._delay.tolist(), self._greq.tolist()
+        n, m, pos, gpos = len(ring), len(greq), self._pos, self._gpos
+        out = _as_block(x)
+        for i, v in enumerate(out):
+            a = abs(v)
+            new = c / a if a > c else 1.0
+            old = greq[gpos]
+            greq[gpos] = new
+            gpos = gpos + 1 if gpos + 1 < m else 0
+            # Window minimum kept incrementally; rescan only when the minimum itself leaves.
+            if new <= target:
+                target = new
+            elif old == target:
+                target = min(greq)
+            g = target + (g - target) * (att if target < g else rel)
+            if n:
+                d = ring[pos]
+                ring[pos] = v
+                pos = pos + 1 if pos + 1 < n else 0
+            else:
+                d = v
+            need = greq[gpos]  # the oldest entry belongs to the sample leaving the delay line
+            y = d * (g if g < need else need)
+            out[i] = c if y > c else (-c if y < -c else y)
+        self._gain, self._pos, self._gpos, self._tmin = g, pos, gpos, target
+        self._delay, self._greq = np.array(ring, dtype=np.float64), np.array(greq, dtype=np.float64)
+        return np.array(out, dtype=np.float64)
+
+
+class AgcGain:
+    """Automatic gain: steer a windowed level (RMS or held peak) towards a target within +-max gain.
+
+    The gain (in dB) falls with the attack time constant, is held for `hold_ms` after the level
+    drops, then rises with the release time constant. Below `freeze_below_db` (silence, gated
+    noise) the gain is frozen so pauses are not boosted.
+    """
+
+    def __init__(self, sample_rate: float, target_db: float = -18.0, max_gain_db: float = 30.0,
+                 attack_ms: float = 5.0, release_ms: float = 60.0, hold_ms: float = 0.0,
+                 window_ms: float = 10.0, detector: str = "rms", freeze_below_db: float = -60.0) -> None:
+        self.sample_rate = float(sample_rate)
+        self._ring = np.zeros(1)
+        self._pos = 0
+        self._sum = 0.0
+        self._peak = 0.0
+        self._peak_hold = 0
+        self._hold_count = 0
+        self._gain_db = 0.0
+        self.set_params(target_db, max_gain_db, attack_ms, release_ms, hold_ms, window_ms, detector, freeze_below_db)
+
+    def set_params(self, target_db: float, max_gain_db: float, attack_ms: float, release_ms: float,
+                   hold_ms: float, window_ms: float, detector: str, freeze_below_db: float) -> None:
+        if detector not in ("rms", "peak"):
+            raise ValueError(f"detector must be 'rms' or 'peak', got {detector!r}")
+        self._target, self._max_gain = float(target_db), abs(float(max_gain_db))
+        self._att = time_coef(attack_ms, self.sample_rate)
+        self._rel = time_coef(release_ms, self.sample_rate)
+        self._hold = ms_to_samples(hold_ms, self.sample_rate)
+        self._freeze = float(freeze_below_db)
+        self._peak_mode = detector == "peak"
+        w = max(1, ms_to_samples(window_ms, self.sample_rate))
+        self._pdecay = math.exp(-1.0 / w)
+        if w != len(self._ring):
+            # The running sum restarts from the kept squares so it always equals their sum.
+            self._ring, self._pos = resized_ring(self._ring, self._pos, w), 0
+            self._sum = float(np.sum(self._ring))
+
+    @property
+    def gain_db(self) -> float:
+        return self._gain_db
+
+    def get_state(self) -> dict[str, object]:
+        return {"gain_db": self._gain_db, "sum": self._sum, "pos": self._pos, "peak": self._peak,
+                "peak_hold": self._peak_hold, "hold_count": self._hold_count, "ring": np.array(self._ring)}
+
+    def process(self, x: np.ndarray) -> np.ndarray:
+        target, mx, att, rel, hold, freeze = self._target, self._max_gain, self._att, self._rel, self._hold, self._freeze
+        peak_mode, pdecay = self._peak_mode, self._pdecay
+        ring = self._ring.tolist()
+        w, pos, s = len(ring), self._pos, self._sum
+        pk, phold, hc, g = self._peak, self._peak_hold, self._hold_count, self._gain_db
+        out = _as_block(x)
+        for i, v in enumerate(out):
+            if peak_mode:
+                a = abs(v)
+                if a >= pk:
+                    pk, phold = a, w
+                elif phold > 0:
+                    phold -= 1
+                else:
+                    pk = pk * pdecay
+                level = 20.0 * math.log10(pk) if pk > 1e-10 else -200.0
+            else:
+                sq = v * v
+                s = s + sq - ring[pos]
+                ring[pos] = sq
+                pos = pos + 1 if pos + 1 < w else 0
+                ms = s / w
+                level = 10.0 * math.log10(ms) if ms > 1e-20 else -200.0
+            if level > freeze:
+                want = target - level
+                want = mx if want > mx else (-mx if want < -mx else want)
+                if want < g:
+                    g = att * g + (1.0 - att) * want
+                    hc = hold
+                elif hc > 0:
+                    hc -= 1
+                else:
+                    g = rel * g + (1.0 - rel) * want
+            out[i] = v * math.exp(g * DB_TO_LN)
+        self._sum, self._pos, self._peak, self._peak_hold, self._hold_count, self._gain_db = s, pos, pk, phold, hc, g
+        self._ring = np.array(ring, dtype=np.float64)
+        return np.array(out, dtype=np.float64)
+
+
+class NoiseGate:
+    """Gate: opens when the peak envelope exceeds the threshold, closes (after hold) below it minus hysteresis."""
+
+    def __init__(self, sample_rate: float, threshold_db: float = -50.0, attack_ms: float = 1.0,
+                 release_ms: float = 100.0, hold_ms: float = 50.0, hysteresis_db: float = 3.0,
+                 floor_db: float = -80.0, detector_ms: float = 10.0) -> None:
+        self.sample_rate = float(sample_rate)
+        self._env = 0.0
+        self._gain = 1.0
+        self._open = 1
+        self._hold_count = 0
+        self.set_params(threshold_db, attack_ms, release_ms, hold_ms, hysteresis_db, floor_db, detector_ms)
+
+    def set_params(self, threshold_db: float, attack_ms: float, release_ms: float, hold_ms: float,
+                   hysteresis_db: float, floor_db: float, detector_ms: float) -> None:
+        self._thr_open = db_to_lin(float(threshold_db))
+        self._thr_close = db_to_lin(float(threshold_db) - abs(float(hysteresis_db)))
+        self._att = time_coef(attack_ms, self.sample_rate)
+        self._rel = time_coef(release_ms, self.sample_rate)
+        self._hold = ms_to_samples(hold_ms, self.sample_rate)
+        self._floor = db_to_lin(min(float(floor_db), 0.0))
+        self._det = time_coef(detector_ms, self.sample_rate)
+
+    @property
+    def is_open(self) -> bool:
+        return bool(self._open)
+
+    @property
+    def gain(self) -> float:
+        return self._gain
+
+    def get_state(self) -> dict[str, float]:
+        return {"env": self._env, "gain": self._gain, "open": self._open, "hold_count": self._hold_count}
+
+    def process(self, x: np.ndarray) -> np.ndarray:
+        t_open, t_close, att, rel, hold, floor, det = (self._thr_open, self._thr_close, self._att, self._rel,
+                                                       self._hold, self._floor, self._det)
+        env, g, is_open, hc = self._env, self._gain, self._open, self._hold_count
+        out = _as_block(x)
+        for i, v in enumerate(out):
+            a = abs(v)
+            env = a if a > env else det * env + (1.0 - det) * a
+            if env > t_open:
+                is_open, hc = 1, hold
+            elif env < t_close:
+                if hc > 0:
+                    hc -= 1
+                else:
+                    is_open = 0
+            target = 1.0 if is_open else floor
+            g = target + (g - target) * (att if target > g else rel)
+            out[i] = v * g
+        self._env, self._gain, self._open, self._hold_count = env, g, is_open, hc
+        return np.array(out, dtype=np.float64)
+
+
+class FeedbackComb:
+    """Freeverb comb: a delay line whose feedback passes a one-pole low-pass (damping)."""
+
+    def __init__(self, delay_samples: int, feedback: float = 0.8, damping: float = 0.2) -> None:
+        self._buf = np.zeros(max(1, int(delay_samples)))
+        self._pos = 0
+        self._filt = 0.0
+        self.set_params(feedback, damping)
+
+    def set_params(self, feedback: float, damping: float) -> None:
+        self._fb = float(feedback)
+        self._damp = min(max(float(damping), 0.0), 1.0)
+
+    def get_state(self) -> dict[str, object]:
+        return {"filt": self._filt, "pos": self._pos, "buf": np.array(self._buf)}
+
+    def process(self, x: np.ndarray) -> np.ndarray:
+        fb, damp, filt = self._fb, self._damp, self._filt
+        buf = self._buf.tolist()
+        n, pos = len(buf), self._pos
+        out = _as_block(x)
+        for i, v in enumerate(out):
+            y = buf[pos]
+            filt = y * (1.0 - damp) + filt * damp
+            buf[pos] = v + filt * fb
+            pos = pos + 1 if pos + 1 < n else 0
+            out[i] = y
+        self._filt, self._pos = filt, pos
+        self._buf = np.array(buf, dtype=np.float64)
+        return np.array(out, dtype=np.float64)
+
+
+class Allpass:
+    """Schroeder all-pass section (diffuser): y = -g x + d, d' = x + g y."""
+
+    def __init__(self, delay_samples: int, gain: float = 0.5) -> None:
+        self._buf = np.zeros(max(1, int(delay_samples)))
+        self._pos = 0
+        self.set_params(gain)
+
+    def set_params(self, gain: float) -> None:
+        self._g = float(gain)
+
+    def get_state(self) -> dict[str, object]:
+        return {"pos": self._pos, "buf": np.array(self._buf)}
+
+    def process(self, x: np.ndarray) -> np.ndarray:
+        g = self._g
+        buf = self._buf.tolist()
+        n, pos = len(buf), self._pos
+        out = _as_block(x)
+        for i, v in enumerate(out):
+            d = buf[pos]
+            y = d - g * v
+            buf[pos] = v + g * y
+            pos = pos + 1 if pos + 1 < n else 0
+            out[i] = y
+        self._pos = pos
+        self._buf = np.array(buf, dtype=np.float64)
+        return np.array(out, dtype=np.float64)
