@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections import deque
-from typing import Callable
+from typing import Any, Callable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -36,12 +36,23 @@ class ControllerMetrics:
         self.outstanding_acks = Gauge("knob_acks_outstanding", "Knob sets sent and not yet acknowledged",
                                       registry=registry)
         self._recent: deque[float] = deque(maxlen=recent)
+        # Labelled children cached: `labels()` takes a lock and builds a key on every call,
+        # which is a measurable share of a snapshot request.
+        self._durations: dict[tuple[str, str], Any] = {}
+        self._counts: dict[tuple[str, str, int], tuple[Any, Any | None]] = {}
 
     def observe_request(self, route: str, method: str, status: int, seconds: float) -> None:
-        self.request_duration.labels(route, method).observe(seconds)
-        self.requests.labels(route, method, str(status)).inc()
-        if status >= 400:
-            self.errors.labels(route, method, str(status)).inc()
+        duration = self._durations.get((route, method))
+        if duration is None:
+            duration = self._durations[(route, method)] = self.request_duration.labels(route, method)
+        duration.observe(seconds)
+        counters = self._counts.get((route, method, status))
+        if counters is None:
+            error = self.errors.labels(route, method, str(status)) if status >= 400 else None
+            counters = self._counts[(route, method, status)] = (self.requests.labels(route, method, str(status)), error)
+        counters[0].inc()
+        if counters[1] is not None:
+            counters[1].inc()
         self._recent.append(seconds)
 
     def recent_latency_ms(self) -> float:

@@ -239,11 +239,32 @@ async def test_trace_ids_are_accepted_and_echoed(client):
 
 
 async def test_access_logs_are_structured(client, caplog):
-    with caplog.at_level(logging.INFO, logger="tpmon.controller.access"):
+    with caplog.at_level(logging.DEBUG, logger="tpmon.controller.access"):
         await client.get("/api/v1/health", headers={"X-Request-Id": "log-me"})
     record = next(r for r in caplog.records if r.name == "tpmon.controller.access")
     line = json.loads(JsonFormatter().format(record))
-    assert line["service"] == "tpmon-controller" and line["level"] == "INFO"
+    assert line["service"] == "tpmon-controller" and line["level"] == "DEBUG"
     assert set(line) == {"timestamp", "level", "service", "traceId", "spanId", "message", "metadata"}
     assert line["metadata"]["method"] == "GET" and line["metadata"]["path"] == "/api/v1/health"
     assert line["metadata"]["statusCode"] == 200 and line["metadata"]["duration"] >= 0
+
+
+async def test_changes_and_errors_are_logged_at_info_fast_reads_at_debug(client, caplog):
+    with caplog.at_level(logging.DEBUG, logger="tpmon.controller.access"):
+        await client.get("/api/v1/snapshots")
+        await client.post(KNOBS_URL, json={"agc_enabled": False})
+        await client.get("/api/v1/config/knobs/Station-9/3333")
+    levels = [(r.levelname, r.metadata["statusCode"]) for r in caplog.records if r.name == "tpmon.controller.access"]
+    assert levels == [("DEBUG", 200), ("INFO", 200), ("INFO", 404)]
+
+
+def test_log_lines_carry_the_current_trace_and_span():
+    from controller import logs
+    record = logging.LogRecord("tpmon.controller", logging.INFO, __file__, 1, "hello %s", ("world",), None)
+    token_t, token_s = logs.trace_id.set("t" * 32), logs.span_id.set("s" * 16)
+    try:
+        line = json.loads(JsonFormatter().format(record))
+    finally:
+        logs.trace_id.reset(token_t)
+        logs.span_id.reset(token_s)
+    assert (line["traceId"], line["spanId"], line["message"]) == ("t" * 32, "s" * 16, "hello world")
