@@ -1,0 +1,469 @@
+"""JitterBuffer: playout semantics, knobs, counters, and the Cython build against its Python twin."""
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+import pytest
+
+from ext import jitter_py
+from shared.knobs import defaults
+
+ROOT = Path(__file__).resolve().parent.parent
+PKT = 320          # bytes = 20 ms at 16 bytes/ms
+
+
+def _load(name: str) -> ModuleType:
+    if name == "py":
+        return jitter_py
+    try:
+        return importlib.import_module("ext._jitter")
+    except ImportError as exc:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"Cython build ext._jitter missing under CI: {exc}")
+        pytest.skip("ext._jitter not built (run setup.py build_ext --inplace)")
+
+
+@pytest.fixture(params=["py", "c"], ids=["py", "c"])
+def jb_mod(request: pytest.FixtureRequest) -> ModuleType:
+    return _load(request.param)
+
+
+def fixed(mod: ModuleType, **kw: object):
+    cfg = dict(prefetch_ms=0, jitter_buffer_depth=40, playout_delay=0, adaptive_buffering=False)
+    cfg.update(kw)
+    return mod.JitterBuffer(**cfg)
+
+
+def drive(jb, packets, t_end: float, tick: float = 20.0, t0: float = 0.0):
+    """packets: (seq, ts, arrival, size, corrupted) in any order. Push what arrived by each tick, pop until WAIT."""
+    packets = sorted(packets, key=lambda p: p[2])
+    pushes, out = [], []
+    k = 0
+    t = t0
+    while t <= t_end:
+        while k < len(packets) and packets[k][2] <= t:
+            s, ts, arr, size, bad = packets[k]
+            pushes.append((s, jb.push(s, ts, arr, size, bad)))
+            k += 1
+        while True:
+            item = jb.pop(t)
+            if item[1] == jitter_py.WAIT:
+                break
+            out.append((t,) + tuple(item))
+        t += tick
+    return pushes, out
+
+
+def steady(n: int, transit: float = 30.0, start_seq: int = 0):
+    return [(start_seq + k, 20.0 * k, 20.0 * k + transit, PKT, False) for k in range(n)]
+
+
+# ---- playout semantics -------------------------------------------------------------------------
+
+def test_steady_stream_plays_every_packet_in_order_after_the_fixed_delay(jb_mod):
+    jb = fixed(jb_mod, jitter_buffer_depth=60)
+    _, out = drive(jb, steady(50), 50 * 20 + 100)
+    played = [o for o in out if o[2] == jitter_py.PLAYED]
+    assert [o[1] for o in played] == list(range(50))
+    # transit 30 + delay 60 -> first tick at or after 90 is 100: every packet waits 100 - 30 = 70 ms
+    assert {o[3] for o in played} == {70.0}
+    assert played[0][0] == 100.0
+    c = jb.counters()
+    assert c["played"] == 50 and c["lost"] == 0 and c["dropped"] == 0
+    assert c["played_bytes"] == 50 * PKT and c["fill_bytes"] - c["drain_bytes"] == c["level_bytes"]
+    assert c["wait_total_ms"] == 50 * 70.0
+
+
+def test_prefetch_holds_playout_until_enough_audio_is_buffered(jb_mod):
+    jb = fixed(jb_mod, prefetch_ms=100, jitter_buffer_depth=0)
+    _, out = drive(jb, steady(20), 520)
+    first = out[0]
+    # packets arrive at 20k + 30: the fifth (100 ms of audio) is in at 110, so playout starts at tick 120
+    assert first[:3] == (120.0, 0, jitter_py.PLAYED) and first[3] == 90.0
+    assert jb.counters()["underflow_count"] == 1   # 19 plays at 500; slot 20 (520) finds it empty
+
+
+def test_reordered_packets_within_the_delay_play_in_sequence_order(jb_mod):
+    pk = steady(10, transit=10)
+    pk[3], pk[4] = (3, 60.0, 95.0, PKT, False), (4, 80.0, 91.0, PKT, False)   # 4 overtakes 3
+    jb = fixed(jb_mod, jitter_buffer_depth=60)
+    pushes, out = drive(jb, pk, 400, tick=1.0)
+    assert all(st == jitter_py.ACCEPTED for _, st in pushes)
+    assert [o[1] for o in out if o[2] == jitter_py.PLAYED] == list(range(10))
+
+
+def test_packet_after_its_playout_slot_is_concealed_then_dropped_as_late(jb_mod):
+    pk = steady(10, transit=10)
+    pk[5] = (5, 100.0, 210.0, PKT, False)            # 100 ms later than the rest
+    jb = fixed(jb_mod, jitter_buffer_depth=40)
+    pushes, out = drive(jb, pk, 400)
+    # start at 60 (ts 0 + transit 10 + delay 40 -> tick 60): packet 5's slot is 160, it arrives at 210
+    assert (160.0, 5, jitter_py.LOST, 0.0) in out
+    assert (5, jitter_py.LATE) in pushes
+    c = jb.counters()
+    assert c["lost"] == 1 and c["dropped_late"] == 1 and c["dropped"] == 1 and c["played"] == 9
+
+
+def test_duplicates_are_dropped_before_and_after_playout(jb_mod):
+    jb = fixed(jb_mod)
+    assert jb.push(0, 0.0, 10.0, PKT) == jitter_py.ACCEPTED
+    assert jb.push(0, 0.0, 11.0, PKT) == jitter_py.DUPLICATE
+    assert jb.pop(50.0)[:2] == (0, jitter_py.PLAYED)
+    assert jb.push(0, 0.0, 60.0, PKT) == jitter_py.DUPLICATE      # already played: a duplicate, not late
+    c = jb.counters()
+    assert c["dropped_duplicate"] == 2 and c["dropped_late"] == 0 and c["fill_bytes"] == PKT
+    assert c["received_bytes"] == 3 * PKT
+
+
+def test_corrupted_packet_is_counted_and_its_slot_concealed(jb_mod):
+    pk = steady(6, transit=10)
+    pk[2] = (2, 40.0, 50.0, PKT, True)
+    jb = fixed(jb_mod)
+    pushes, out = drive(jb, pk, 200)
+    assert (2, jitter_py.CORRUPTED) in pushes
+    assert [o[1:3] for o in out if o[2] != jitter_py.UNDERFLOW] == [
+        (0, jitter_py.PLAYED), (1, jitter_py.PLAYED), (2, jitter_py.LOST), (3, jitter_py.PLAYED),
+        (4, jitter_py.PLAYED), (5, jitter_py.PLAYED)]
+    assert jb.counters()["corrupted"] == 1 and jb.counters()["lost"] == 1
+
+
+def test_running_dry_counts_one_underflow_per_empty_slot_then_refetches(jb_mod):
+    pk = [(k, 20.0 * k, 20.0 * k + (10 if k < 10 else 210), PKT, False) for k in range(20)]
+    jb = fixed(jb_mod, prefetch_ms=40, jitter_buffer_depth=40)
+    _, out = drive(jb, pk, 440)
+    under = [o[0] for o in out if o[2] == jitter_py.UNDERFLOW]
+    # offset 60 (start at tick 60): slot of packet 10 is 260 and it arrives at 410; 40 ms of prefetch is
+    # buffered again at 430, so the slots 260..420 are silence and playout resumes at 440
+    assert under == [260.0 + 20 * k for k in range(9)]
+    assert out[-1][:3] == (440.0, 10, jitter_py.PLAYED)
+    c = jb.counters()
+    assert c["underflow_count"] == 9 and c["underflow_events"] == 1 and c["last_underflow_ms"] == 420.0
+    assert c["lost"] == 0 and jb.state == jitter_py.PLAYING
+
+
+def test_empty_buffer_before_the_first_packet_is_not_an_underflow(jb_mod):
+    jb = fixed(jb_mod)
+    assert jb.pop(1000.0) == (-1, jitter_py.WAIT, 0.0)
+    assert jb.counters()["underflow_count"] == 0 and math.isnan(jb.counters()["last_underflow_ms"])
+
+
+# ---- overflow policies -----------------------------------------------------------------------------
+
+def small(mod, policy: str, max_ms: float = 100.0):
+    return mod.JitterBuffer(buffer_size=100, min_buffer_size=16, max_buffer_size=max_ms, prefetch_ms=0,
+                            jitter_buffer_depth=500, playout_delay=0, adaptive_buffering=False,
+                            buffer_overflow_policy=policy)
+
+
+def test_drop_newest_refuses_packets_when_full(jb_mod):
+    jb = small(jb_mod, "drop_newest")
+    st = [jb.push(k, 20.0 * k, 1.0 + k, PKT) for k in range(7)]
+    assert st == [jitter_py.ACCEPTED] * 5 + [jitter_py.OVERFLOW] * 2
+    c = jb.counters()
+    assert c["overflow_count"] == 2 and c["dropped_overflow"] == 2 and c["last_overflow_ms"] == 7.0
+    assert c["level_bytes"] == 5 * PKT and c["level_percent"] == 100.0
+
+
+def test_drop_oldest_evicts_and_playout_starts_from_the_oldest_left(jb_mod):
+    jb = small(jb_mod, "drop_oldest")
+    st = [jb.push(k, 20.0 * k, 1.0 + k, PKT) for k in range(7)]
+    assert st == [jitter_py.ACCEPTED] * 7
+    assert jb.counters()["dropped_evicted"] == 2 and jb.counters()["overflow_count"] == 2
+    assert jb.pop(10.0)[:2] == (2, jitter_py.PLAYED)       # full: starts without waiting for the delay
+
+
+def test_drop_oldest_while_playing_skips_ahead_without_a_gap(jb_mod):
+    jb = small(jb_mod, "drop_oldest")
+    jb.configure(jitter_buffer_depth=0)
+    jb.push(0, 0.0, 0.0, PKT)
+    assert jb.pop(0.0)[:2] == (0, jitter_py.PLAYED)
+    for k in range(1, 8):                                  # a burst: 7 packets at once, room for 5
+        jb.push(k, 20.0 * k, 20.0, PKT)
+    # 1 and 2 were evicted: 3 plays in the slot 1 would have had
+    assert jb.pop(20.0)[:2] == (3, jitter_py.PLAYED)
+    assert jb.pop(20.0)[1] == jitter_py.WAIT
+    assert jb.pop(40.0)[:2] == (4, jitter_py.PLAYED)
+    assert jb.counters()["lost"] == 0 and jb.counters()["dropped_evicted"] == 2
+
+
+def test_grow_raises_capacity_up_to_max_then_evicts(jb_mod):
+    jb = small(jb_mod, "grow", max_ms=150.0)
+    st = [jb.push(k, 20.0 * k, 1.0 + k, PKT) for k in range(8)]
+    assert st == [jitter_py.ACCEPTED] * 8
+    c = jb.counters()
+    assert jb.capacity_ms == 150.0 and c["grow_count"] == 1
+    assert c["overflow_count"] == 2 and c["dropped_evicted"] == 1
+
+
+def test_capacity_shrinks_back_after_a_quiet_second(jb_mod):
+    jb = jb_mod.JitterBuffer(buffer_size=100, min_buffer_size=16, max_buffer_size=400, prefetch_ms=0,
+                             jitter_buffer_depth=20, playout_delay=0, adaptive_buffering=False,
+                             buffer_overflow_policy="grow")
+    for k in range(8):
+        jb.push(k, 20.0 * k, 0.0, PKT)
+    assert jb.capacity_ms == 225.0          # 100 -> 150 (x1.5) at the 6th packet -> 225 at the 8th
+    drive(jb, [(k, 20.0 * k, 20.0 * k, PKT, False) for k in range(8, 200)], 200 * 20.0)
+    assert jb.capacity_ms == 100.0 and jb.counters()["shrink_count"] >= 1
+
+
+# ---- delay: fixed depth, adaptive, runtime changes -------------------------------------------------
+
+def jittery(n: int, seed: int, mean_jitter: float, spikes: float = 0.02):
+    rng = np.random.default_rng(seed)
+    ts = 20.0 * np.arange(n)
+    arr = ts + 30.0 + rng.exponential(mean_jitter, n) + (rng.random(n) < spikes) * rng.uniform(50, 200, n)
+    return [(k, float(ts[k]), float(arr[k]), PKT, False) for k in range(n)]
+
+
+def run_depth(mod, depth: float, pk) -> tuple[dict, float]:
+    jb = fixed(mod, jitter_buffer_depth=depth, prefetch_ms=20)
+    _, out = drive(jb, pk, pk[-1][1] + 400)
+    waits = [o[3] for o in out if o[2] == jitter_py.PLAYED]
+    return jb.counters(), float(np.mean(waits))
+
+
+def test_deeper_buffer_trades_latency_for_fewer_underflows_and_late_drops(jb_mod):
+    pk = jittery(3000, seed=7, mean_jitter=25.0)
+    shallow, wait_shallow = run_depth(jb_mod, 40, pk)
+    deep, wait_deep = run_depth(jb_mod, 200, pk)
+    assert deep["underflow_count"] < shallow["underflow_count"]
+    assert deep["dropped_late"] < shallow["dropped_late"] / 10
+    assert deep["lost"] < shallow["lost"]
+    assert wait_deep > wait_shallow + 100
+
+
+def test_adaptive_delay_follows_measured_jitter_within_its_bounds(jb_mod):
+    delays = {}
+    for mean_jitter in (2.0, 15.0, 60.0):
+        jb = jb_mod.JitterBuffer(prefetch_ms=0, playout_delay=30, jitter_buffer_depth=150, adaptive_buffering=True)
+        pk = jittery(1500, seed=3, mean_jitter=mean_jitter, spikes=0.0)
+        drive(jb, pk, pk[-1][1] + 20)
+        target = jb.target_delay_ms
+        assert 30.0 <= target <= 150.0
+        assert target == min(max(4.0 * jb.jitter_ms, 30.0), 150.0)
+        delays[mean_jitter] = target
+    assert delays[2.0] == 30.0 and delays[60.0] == 150.0
+    assert 30.0 < delays[15.0] < 150.0
+
+
+def test_adaptive_offset_converges_to_target_and_lowers_late_loss(jb_mod):
+    pk = jittery(3000, seed=11, mean_jitter=20.0, spikes=0.0)
+    adaptive = jb_mod.JitterBuffer(prefetch_ms=0, playout_delay=0, jitter_buffer_depth=400, adaptive_buffering=True)
+    drive(adaptive, pk, pk[-1][1] + 20)
+    assert abs(adaptive.playout_delay_ms - adaptive.target_delay_ms) <= 10.0 + 20.0   # band + one tick
+    low = fixed(jb_mod, jitter_buffer_depth=10)
+    drive(low, pk, pk[-1][1] + 20)
+    assert adaptive.counters()["dropped_late"] < low.counters()["dropped_late"] / 5
+
+
+def test_depth_change_at_runtime_moves_the_playout_point_without_skipping(jb_mod):
+    jb = fixed(jb_mod, jitter_buffer_depth=40)
+    pk = steady(120, transit=10)
+    out: dict[float, list] = {}
+    offsets = {}
+    for t in np.arange(0.0, 2450.0, 20.0):
+        for p in pk:
+            if t - 20.0 < p[2] <= t:
+                jb.push(*p)
+        if t == 200.0:
+            jb.configure(jitter_buffer_depth=100)
+        if t == 1000.0:
+            jb.configure(jitter_buffer_depth=40)
+        while (item := jb.pop(t))[1] != jitter_py.WAIT:
+            out.setdefault(t, []).append(item)
+        offsets[t] = jb.playout_offset_ms
+    played = [i for t in sorted(out) for i in out[t] if i[1] == jitter_py.PLAYED]
+    assert [i[0] for i in played] == list(range(120))                  # nothing skipped, nothing lost
+    assert offsets[180.0] == 60.0 and offsets[980.0] == 120.0 and offsets[2440.0] == 60.0
+    # +60 ms applies at the next packet boundary: ticks 200, 220, 240 are silent, packet 7 plays at 260
+    assert [t for t in (200.0, 220.0, 240.0, 260.0) if t in out] == [260.0]
+    assert out[260.0][0][0] == 7 and out[980.0][0][2] == 110.0
+    # -60 ms moves a quarter packet per packet: some ticks carry two packets, none is silent
+    assert any(len(out[t]) == 2 for t in out if t > 1000.0)
+    assert all(t in out for t in np.arange(260.0, 2380.0 - 40 * 20, 20.0))
+    assert jb.counters()["lost"] == 0 and jb.counters()["underflow_count"] == 0
+
+
+def test_bad_configuration_is_refused_and_changes_nothing(jb_mod):
+    jb = fixed(jb_mod)
+    before = jb.counters()
+    with pytest.raises(ValueError):
+        jb.configure(buffer_overflow_policy="drop_random")
+    with pytest.raises(ValueError):
+        jb.configure(min_buffer_size=900, max_buffer_size=100)
+    with pytest.raises(ValueError):
+        jb.configure(no_such_knob=1)
+    with pytest.raises(ValueError):
+        jb.push(1, 0.0, 0.0, 0)
+    assert _same_dict(jb.counters(), before)
+
+
+def test_from_knobs_uses_the_catalog_defaults(jb_mod):
+    knobs = defaults()
+    jb = jb_mod.JitterBuffer.from_knobs(knobs)
+    assert jb.capacity_ms == knobs["buffer_size"]
+    assert jb.target_delay_ms == knobs["playout_delay"]          # adaptive starts at its floor
+    knobs.update(adaptive_buffering=False, jitter_buffer_depth=120, buffer_size=256)
+    jb.apply_knobs(knobs)
+    assert jb.target_delay_ms == 120 and jb.capacity_ms == 256
+
+
+# ---- sequence numbers ----------------------------------------------------------------------------
+
+def test_sixteen_bit_sequence_numbers_unwrap_across_65535(jb_mod):
+    jb = fixed(jb_mod)
+    pk = [((65530 + k) & 0xFFFF, 20.0 * k, 20.0 * k + 10, PKT, False) for k in range(12)]
+    _, out = drive(jb, pk, 400)
+    assert [o[1] for o in out if o[2] == jitter_py.PLAYED] == [65530 + k for k in range(12)]
+    assert [o[1] & 0xFFFF for o in out if o[2] == jitter_py.PLAYED] == [p[0] for p in pk]
+
+
+def test_large_jump_resyncs_only_when_the_new_stream_continues(jb_mod):
+    jb = fixed(jb_mod)
+    drive(jb, steady(5, transit=10), 100)
+    assert jb.push(30000, 5000.0, 110.0, PKT) == jitter_py.RESYNC      # a stray packet: dropped
+    assert jb.push(5, 100.0, 111.0, PKT) == jitter_py.ACCEPTED
+    assert jb.push(40000, 0.0, 120.0, PKT) == jitter_py.RESYNC
+    assert jb.push(40001, 20.0, 121.0, PKT) == jitter_py.ACCEPTED      # sender restarted
+    c = jb.counters()
+    assert c["resyncs"] == 1 and c["dropped_resync"] == 2 and jb.state == jitter_py.BUFFERING
+    assert jb.packets == 1
+
+
+# ---- statistics window -------------------------------------------------------------------------
+
+def test_window_level_is_time_weighted_and_resettable(jb_mod):
+    jb = fixed(jb_mod, jitter_buffer_depth=500)
+    jb.reset_window(0.0)
+    jb.push(0, 0.0, 10.0, PKT)
+    w = jb.window(30.0)
+    assert w["duration_ms"] == 30.0
+    assert w["level_min_bytes"] == 0 and w["level_max_bytes"] == PKT
+    assert w["level_avg_bytes"] == pytest.approx(PKT * 20 / 30)
+    assert w["level_std_bytes"] == pytest.approx(math.sqrt(PKT * PKT * 2 / 3 - (PKT * 2 / 3) ** 2))
+    assert w["level_max_percent"] == pytest.approx(100.0 * PKT / (512 * 16))
+    assert w["fill_bytes"] == PKT and w["played"] == 0 and math.isnan(w["wait_avg_ms"])
+    jb.reset_window(30.0)
+    w = jb.window(50.0)
+    assert w["level_min_bytes"] == w["level_max_bytes"] == w["level_avg_bytes"] == PKT and w["fill_bytes"] == 0
+    assert jb.counters()["peak_bytes"] == PKT
+
+
+# ---- Cython build against the Python twin ----------------------------------------------------------
+
+def chaotic_stream(seed: int, n: int = 4000):
+    """Jitter, bursts of loss, duplicates, reordering, corruption, a stall, and a sender restart."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for k in range(n):
+        ts = 20.0 * k
+        arr = ts + 20.0 + rng.exponential(15.0) + (200.0 if 1500 <= k < 1530 else 0.0)
+        if rng.random() < 0.03:
+            continue
+        size = int(rng.choice([160, 320, 320, 640]))
+        seq = (k + 64000) & 0xFFFF if k < 3000 else (k + 20000) & 0xFFFF    # wraps at k=1536, restarts at 3000
+        out.append((seq, ts, float(arr), size, bool(rng.random() < 0.01)))
+        if rng.random() < 0.02:
+            out.append((seq, ts, float(arr + rng.uniform(0, 80)), size, False))
+    return out
+
+
+CONFIGS = [
+    dict(),
+    dict(adaptive_buffering=False, jitter_buffer_depth=60, prefetch_ms=40),
+    dict(buffer_size=128, min_buffer_size=64, max_buffer_size=512, buffer_overflow_policy="grow", prefetch_ms=0),
+    dict(buffer_size=80, min_buffer_size=16, max_buffer_size=80, buffer_overflow_policy="drop_newest"),
+    dict(buffer_size=80, min_buffer_size=16, max_buffer_size=80, buffer_overflow_policy="drop_oldest",
+         adaptive_buffering=False, jitter_buffer_depth=150),
+]
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return a == b
+
+
+def _same_dict(a: dict, b: dict) -> bool:
+    return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+
+
+@pytest.mark.parametrize("cfg", CONFIGS, ids=[f"cfg{i}" for i in range(len(CONFIGS))])
+def test_cython_and_python_twins_agree_on_every_output_and_counter(cfg):
+    c_mod = _load("c")
+    bufs = [jitter_py.JitterBuffer(**cfg), c_mod.JitterBuffer(**cfg)]
+    pk = sorted(chaotic_stream(5), key=lambda p: p[2])
+    k, t = 0, 0.0
+    while t < pk[-1][2] + 300:
+        batch = []
+        while k < len(pk) and pk[k][2] <= t:
+            batch.append(pk[k])
+            k += 1
+        res = [[b.push(*p) for p in batch] for b in bufs]
+        assert res[0] == res[1], t
+        outs = [[], []]
+        for i, b in enumerate(bufs):
+            while (item := b.pop(t))[1] != jitter_py.WAIT:
+                outs[i].append(item)
+        assert outs[0] == outs[1], t
+        if int(t) % 3000 == 0:
+            assert _same_dict(bufs[0].counters(), bufs[1].counters()), t
+            assert _same_dict(bufs[0].window(t), bufs[1].window(t)), t
+            for b in bufs:
+                b.reset_window(t)
+        if int(t) == 40000:
+            for b in bufs:
+                b.configure(jitter_buffer_depth=300, playout_delay=10, adaptive_buffering=not b.counters()["state"])
+        t += 20.0
+    assert _same_dict(bufs[0].counters(), bufs[1].counters())
+    assert bufs[0].counters()["played"] > 1000
+
+
+def test_batch_calls_match_single_calls(jb_mod):
+    pk = sorted(chaotic_stream(9, n=1500), key=lambda p: p[2])
+    single, batch = jb_mod.JitterBuffer(), jb_mod.JitterBuffer()
+    cols = [np.array(c) for c in zip(*pk)]
+    k, t = 0, 0.0
+    seq_o, st_o, wait_o = np.zeros(64, np.int64), np.zeros(64, np.int8), np.zeros(64, np.float64)
+    while t < pk[-1][2] + 200:
+        j = k
+        while j < len(pk) and pk[j][2] <= t:
+            j += 1
+        expect = [single.push(*p) for p in pk[k:j]]
+        got = batch.push_many(cols[0][k:j], cols[1][k:j], cols[2][k:j], cols[3][k:j], cols[4][k:j])
+        assert list(got) == expect
+        k = j
+        items = []
+        while (item := single.pop(t))[1] != jitter_py.WAIT:
+            items.append(item)
+        n = batch.pop_due(t, seq_o, st_o, wait_o)
+        assert [(int(seq_o[i]), int(st_o[i]), float(wait_o[i])) for i in range(n)] == items
+        t += 20.0
+    assert _same_dict(single.counters(), batch.counters())
+
+
+def test_constants_match_between_builds():
+    c_mod = _load("c")
+    for name in ("ACCEPTED", "LATE", "DUPLICATE", "CORRUPTED", "OVERFLOW", "RESYNC", "PLAYED", "LOST",
+                 "UNDERFLOW", "WAIT", "BUFFERING", "PLAYING", "REBUFFERING", "KNOB_NAMES", "POLICIES"):
+        assert getattr(c_mod, name) == getattr(jitter_py, name), name
+
+
+def test_selector_honours_tpmon_no_extensions():
+    code = "import ext.jitter as j; print(j.IMPLEMENTATION, j.JitterBuffer.__module__)"
+    env = dict(os.environ, TPMON_NO_EXTENSIONS="1")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["python", "ext.jitter_py"]
+    env.pop("TPMON_NO_EXTENSIONS")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
+    built = any((ROOT / "ext").glob("_jitter*.so"))
+    if os.environ.get("CI") == "true":
+        assert built, "Cython build ext._jitter missing under CI"
+    assert out.stdout.split()[0] == ("cython" if built else "python")
