@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.sim.conditions import SimConditions
-from shared.config import ConfigError, load_toml, section
+from shared.config import ConfigError, apply_env, load_toml, section
 from shared.topology import EXTENSIONS, station_number
 
 AGENT_DEFAULTS: dict[str, Any] = {
@@ -54,8 +54,7 @@ def load(path: str | Path | None, env: dict[str, str] | None = None) -> AgentCon
     """Read and check agent.toml (TPMON_AGENT_<KEY> variables override [agent] keys)."""
     doc = load_toml(path, os.environ if env is None else env)
     doc.setdefault("agent", {})
-    from shared.config import apply_env  # env overrides of keys the file left at their defaults
-    table = {**AGENT_DEFAULTS, **doc["agent"]}
+    table = {**AGENT_DEFAULTS, **doc["agent"]}  # env overrides also reach keys the file left out
     apply_env({"agent": table}, os.environ if env is None else env, "TPMON_")
     a = section({"agent": table}, "agent", AGENT_DEFAULTS)
     unknown = sorted(set(doc) - {"agent", "sim"})

@@ -105,8 +105,11 @@ class ExtensionPipeline:
 
     def _lookup(self, ring: np.ndarray, media: np.ndarray) -> np.ndarray:
         """Ring samples at media indices; zero where the index is not (or no longer) held."""
-        valid = (media >= 0) & (media < self._captured) & (media >= self._captured - _RING)
-        return np.where(valid, ring[media % _RING], 0.0)
+        lo, hi = self._captured - _RING, self._captured
+        if media.min() >= max(lo, 0) and media.max() < hi:  # the usual case: every index held
+            return ring.take(media, mode="wrap")
+        valid = (media >= 0) & (media < hi) & (media >= lo)
+        return np.where(valid, ring.take(media, mode="wrap"), 0.0)
 
     def _align(self, media: np.ndarray) -> np.ndarray:
         """Media index of each output sample: the input's, delayed by the chain's algorithmic delay."""

@@ -10,6 +10,7 @@ in as they arrive. Nothing here blocks on the controller: see agent/link.py.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from dataclasses import dataclass, field
@@ -195,7 +196,7 @@ class StationAgent:
                 next_beat = now + beat_s
             self._handle_link()
             timeout = max(0.0, min(next_frame, next_sample, next_beat) - self.clock())
-            poller.poll(timeout * 1000)
+            poller.poll(math.ceil(timeout * 1000))  # whole ms: a 0 would spin until the deadline
 
     def _handle_link(self) -> None:
         for msg in self.link.receive():

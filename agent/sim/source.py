@@ -2,10 +2,10 @@
 from __future__ import annotations
 
 import numpy as np
-from scipy.signal import sosfilt
 
 from agent.sim.conditions import SimConditions
 from agent.sim.speech import SAMPLE_RATE, NoiseSource, SpeechSynth
+from ext.dsp import BiquadChain
 
 FRAME_SAMPLES = 320
 _BLOCK_FRAMES = 50  # render one second at a time so a frame is a slice
@@ -27,8 +27,7 @@ class SimSource:
         self.noise = NoiseSource(noise_rng, cond.noise_dbfs)
         self.echo_gain = 10 ** (cond.echo_gain_db / 20)
         self.echo_delay = int(cond.echo_delay_ms * SAMPLE_RATE / 1000)
-        self._echo_sos = np.array([[0.35, 0.0, 0.0, 1.0, -0.65, 0.0]])  # loudspeaker/room: one-pole low-pass
-        self._echo_zi = np.zeros((1, 2))
+        self._echo_path = BiquadChain([(0.35, 0.0, 0.0, -0.65, 0.0)])  # loudspeaker/room: one-pole low-pass
         self._far_tail = np.zeros(self.echo_delay)
         self._frames: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
         self._index = _BLOCK_FRAMES
@@ -49,7 +48,7 @@ class SimSource:
         history = np.concatenate([self._far_tail, far])
         delayed = history[:n]
         self._far_tail = history[n:] if self.echo_delay else np.zeros(0)
-        echo, self._echo_zi = sosfilt(self._echo_sos, delayed * self.echo_gain, zi=self._echo_zi)
+        echo = self._echo_path.process(delayed * self.echo_gain)
         capture = clean + echo + self.noise.read(n)
         shape = (_BLOCK_FRAMES, FRAME_SAMPLES)
         self._frames = (capture.reshape(shape), clean.reshape(shape), far.reshape(shape))

@@ -3,12 +3,13 @@
 Not a recording and not a sine: phrases of 3-10 syllables, each an optional consonant
 (fricative noise or a plosive burst) followed by a vowel whose pitch follows a declining
 phrase contour with accents and small random fluctuation, separated by pauses. Rendering is
-vectorised per phrase (scipy second-order sections), so reading a 20 ms frame is a slice.
+per phrase with the ext.dsp biquad chains (Cython), so reading a 20 ms frame is a slice.
 """
 from __future__ import annotations
 
 import numpy as np
-from scipy.signal import sosfilt
+
+from ext.dsp import BiquadChain
 
 SAMPLE_RATE = 16000
 
@@ -23,16 +24,21 @@ _F4 = 3500.0
 _FRICATIVES: tuple[tuple[float, float], ...] = ((4000, 7500), (2200, 5000), (1200, 7000), (3000, 7800), (600, 3500))
 
 
-def _resonator(freq: float, bw: float) -> np.ndarray:
-    """One unity-DC-gain two-pole resonator as a second-order section."""
-    r = np.exp(-np.pi * bw / SAMPLE_RATE)
-    c = 2 * r * np.cos(2 * np.pi * freq / SAMPLE_RATE)
-    return np.array([1 - c + r * r, 0.0, 0.0, 1.0, -c, r * r])
+def _resonator(freq: float, bw: float) -> tuple[float, ...]:
+    """One unity-DC-gain two-pole resonator as a biquad section (b0, b1, b2, a1, a2)."""
+    r = float(np.exp(-np.pi * bw / SAMPLE_RATE))
+    c = float(2 * r * np.cos(2 * np.pi * freq / SAMPLE_RATE))
+    return (1 - c + r * r, 0.0, 0.0, -c, r * r)
 
 
-def _bandpass(lo: float, hi: float) -> np.ndarray:
+def sosfilt(sections: list[tuple[float, ...]], x: np.ndarray) -> np.ndarray:
+    """Filter a block through biquad sections in series, from rest."""
+    return BiquadChain(sections).process(x)
+
+
+def _bandpass(lo: float, hi: float) -> list[tuple[float, ...]]:
     """Two resonators spanning a band: enough colour for fricative noise."""
-    return np.vstack([_resonator(lo + (hi - lo) * 0.3, (hi - lo) * 0.6), _resonator(lo + (hi - lo) * 0.75, (hi - lo) * 0.6)])
+    return [_resonator(lo + (hi - lo) * 0.3, (hi - lo) * 0.6), _resonator(lo + (hi - lo) * 0.75, (hi - lo) * 0.6)]
 
 
 def _envelope(n: int, attack: int, release: int) -> np.ndarray:
@@ -54,7 +60,7 @@ class SpeechSynth:
         self.level = 10 ** (level_dbfs / 20)
         self._pending: list[np.ndarray] = []
         self._pending_len = 0
-        self._glottal = np.array([[1.0, 0.0, 0.0, 1.0, -1.9, 0.9025]])  # double pole at 0.95: -12 dB/oct tilt
+        self._glottal = [(1.0, 0.0, 0.0, -1.9, 0.9025)]  # double pole at 0.95: -12 dB/oct tilt
         self.voiced_f0: list[float] = []  # mean f0 of every rendered vowel (for tests and diagnostics)
 
     def read(self, n: int) -> np.ndarray:
@@ -111,7 +117,7 @@ class SpeechSynth:
         excitation = np.diff(excitation, prepend=0.0)  # lip radiation: +6 dB/oct
         excitation += rng.normal(0, 0.02 * np.std(excitation) + 1e-9, n)  # aspiration
         f1, f2, f3 = _VOWELS[int(rng.integers(len(_VOWELS)))]
-        sos = np.vstack([_resonator(f, bw) for f, bw in zip((f1, f2, f3, _F4), _BANDWIDTHS)])
+        sos = [_resonator(f, bw) for f, bw in zip((f1, f2, f3, _F4), _BANDWIDTHS)]
         voiced = sosfilt(sos, excitation)
         voiced *= amp * _envelope(n, int(0.015 * SAMPLE_RATE), int(0.03 * SAMPLE_RATE)) / (np.std(voiced) + 1e-12)
         self.voiced_f0.append(float(np.mean(f0_track)))
@@ -133,9 +139,7 @@ class NoiseSource:
         self.pole = pole
         # Output variance of y = (1-a) x + a y[-1] for unit white x is (1-a)^2 / (1-a^2).
         self.scale = 10 ** (level_dbfs / 20) / np.sqrt((1 - pole) ** 2 / (1 - pole ** 2))
-        self._state = np.zeros((1, 2))
+        self._filter = BiquadChain([(1 - pole, 0.0, 0.0, -pole, 0.0)])  # keeps its state across reads
 
     def read(self, n: int) -> np.ndarray:
-        sos = np.array([[1 - self.pole, 0.0, 0.0, 1.0, -self.pole, 0.0]])
-        y, self._state = sosfilt(sos, self.rng.normal(0, 1, n), zi=self._state)
-        return y * self.scale
+        return self._filter.process(self.rng.normal(0, 1, n)) * self.scale
