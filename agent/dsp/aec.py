@@ -6,7 +6,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from agent.dsp.stage import Stage
+from agent.dsp.stage import FrameContext, Stage
 
 # How echo-dominated a frame must be (echo estimate / microphone energy) before the NLP acts.
 NLP_THRESHOLDS = {"conservative": 0.8, "moderate": 0.5, "aggressive": 0.2}
@@ -84,10 +84,10 @@ class EchoCanceller(Stage):
     def active(self) -> bool:
         return self.enabled
 
-    def process(self, x: np.ndarray, far_end: np.ndarray | None) -> np.ndarray:
-        if far_end is None:
+    def process(self, x: np.ndarray, ctx: FrameContext) -> np.ndarray:
+        if ctx.far_end is None:
             return x
-        far = np.asarray(far_end, dtype=np.float64)
+        far = np.asarray(ctx.far_end, dtype=np.float64)
         if far.shape != x.shape:
             raise ValueError(f"far_end must have {len(x)} samples like the frame, got {far.shape}")
         self._push_far(far)

@@ -6,7 +6,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from agent.dsp.stage import Stage
+from agent.dsp.stage import FrameContext, Stage
 
 SILENCE_DB = -60.0       # without the gate, the AGC freezes its gain on frames quieter than this
 GATE_ATTACK_MS = 1.0
@@ -73,7 +73,7 @@ class AgcStage(Stage):
     def active(self) -> bool:
         return self.enabled or self.gate_enabled
 
-    def process(self, x: np.ndarray, far_end: np.ndarray | None) -> np.ndarray:
+    def process(self, x: np.ndarray, ctx: FrameContext) -> np.ndarray:
         if self.gate_enabled:
             x = self._gate.process(x)
         if not self.enabled:

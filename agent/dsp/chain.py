@@ -1,6 +1,7 @@
 """DspChain: the agent's reference audio chain, built from the pipeline knobs of shared.knobs."""
 from __future__ import annotations
 
+import math
 from types import ModuleType
 from typing import Any, Mapping
 
@@ -14,7 +15,7 @@ from agent.dsp.dynamics import CompressorStage, LimiterStage
 from agent.dsp.equalizer import Equalizer
 from agent.dsp.noise_reduction import NoiseReducer
 from agent.dsp.reverb import Reverb
-from agent.dsp.stage import Stage
+from agent.dsp.stage import FrameContext, Stage
 from agent.dsp.voice import VoiceEnhancer
 from shared.knobs import KNOBS_BY_NAME, defaults
 
@@ -64,9 +65,10 @@ class DspChain:
         x = np.array(frame, dtype=np.float64).reshape(-1)
         if len(x) != self.frame_samples:
             raise ValueError(f"expected a frame of {self.frame_samples} samples, got {len(x)}")
+        ctx = FrameContext(far_end, 10.0 * math.log10(float(np.dot(x, x)) / len(x) + 1e-20))
         for stage in self.stages:
             if stage.active:
-                x = stage.process(x, far_end)
+                x = stage.process(x, ctx)
         # The contract is [-1, 1]; with the limiter on this never triggers, with it off it is the DAC's clip.
         return np.clip(x, -1.0, 1.0, out=x)
 

@@ -5,7 +5,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from agent.dsp.stage import Stage
+from agent.dsp.stage import FrameContext, Stage
 
 
 class CompressorStage(Stage):
@@ -33,7 +33,7 @@ class CompressorStage(Stage):
     def delay_samples(self) -> int:
         return self._comp.lookahead_samples
 
-    def process(self, x: np.ndarray, far_end: np.ndarray | None) -> np.ndarray:
+    def process(self, x: np.ndarray, ctx: FrameContext) -> np.ndarray:
         return self._comp.process(x)
 
     def telemetry(self) -> dict[str, float]:
@@ -62,7 +62,7 @@ class LimiterStage(Stage):
     def delay_samples(self) -> int:
         return self._limiter.lookahead_samples
 
-    def process(self, x: np.ndarray, far_end: np.ndarray | None) -> np.ndarray:
+    def process(self, x: np.ndarray, ctx: FrameContext) -> np.ndarray:
         return self._limiter.process(x)
 
     def telemetry(self) -> dict[str, float]:

@@ -5,7 +5,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from agent.dsp.stage import Stage
+from agent.dsp.stage import FrameContext, Stage
 from shared.knobs import EQ_BAND_FREQS
 
 BAND_Q = 1.41
@@ -42,5 +42,5 @@ class Equalizer(Stage):
     def active(self) -> bool:
         return self.enabled and not self._flat
 
-    def process(self, x: np.ndarray, far_end: np.ndarray | None) -> np.ndarray:
+    def process(self, x: np.ndarray, ctx: FrameContext) -> np.ndarray:
         return self._chain.process(x)

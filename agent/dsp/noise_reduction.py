@@ -6,7 +6,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from agent.dsp.stage import Stage
+from agent.dsp.stage import FrameContext, Stage
 
 LEVEL_DB = {"low": 6.0, "moderate": 12.0, "high": 18.0, "very_high": 24.0}
 WINDOW = 320          # 20 ms analysis window
@@ -21,8 +21,8 @@ MIN_WINDOW_HOPS = 20                # rolling minimum over 8 sub-windows of 200 
 MIN_WINDOWS = 8                     # ... so the estimate never stays above the last 1.6 s's floor
 VAD_DB = 2.5                        # mean band SNR (dB) above which a hop counts as speech
 VAD_HANGOVER = 8                    # hops the speech decision persists
-TRANSIENT_JUMP = 10 ** 1.2          # a hop 12 dB above the recent level ...
-TRANSIENT_CREST = 10 ** 1.5         # ... whose energy sits in a few samples (crest > 15 dB) is a click
+TRANSIENT_JUMP = 10 ** 0.3          # a hop 3 dB above the recent level ...
+TRANSIENT_CREST = 10 ** 1.65        # ... whose energy sits in a few samples (crest > 16.5 dB) is a click
 
 
 class NoiseReducer(Stage):
@@ -89,7 +89,7 @@ class NoiseReducer(Stage):
     def delay_samples(self) -> int:
         return WINDOW - HOP
 
-    def process(self, x: np.ndarray, far_end: np.ndarray | None) -> np.ndarray:
+    def process(self, x: np.ndarray, ctx: FrameContext) -> np.ndarray:
         out = np.empty_like(x)
         for start in range(0, len(x), HOP):
             self._inbuf = np.concatenate((self._inbuf[HOP:], x[start:start + HOP]))

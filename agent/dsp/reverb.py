@@ -5,7 +5,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from agent.dsp.stage import Stage
+from agent.dsp.stage import FrameContext, Stage
 
 ROOM_SCALE = {"small": 0.6, "medium": 1.0, "large": 1.6, "hall": 2.4}
 COMB_MS = (25.3, 26.9, 28.9, 30.7)          # Freeverb's first four combs, in ms
@@ -63,7 +63,7 @@ class Reverb(Stage):
     def active(self) -> bool:
         return self.amount > 0
 
-    def process(self, x: np.ndarray, far_end: np.ndarray | None) -> np.ndarray:
+    def process(self, x: np.ndarray, ctx: FrameContext) -> np.ndarray:
         n, h = len(x), len(self._hist)
         buf = np.concatenate((self._hist, x))
         self._hist = buf[n:]

@@ -2,12 +2,20 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Mapping
 
 import numpy as np
 
 from agent.dsp.design_cache import DesignCache
+
+
+@dataclass(frozen=True)
+class FrameContext:
+    """What every stage may know about the frame besides its own input."""
+    far_end: np.ndarray | None  # the far-end (loudspeaker) reference, for the echo canceller
+    input_db: float             # RMS level of the microphone frame before any processing
 
 
 class Stage(ABC):
@@ -51,7 +59,7 @@ class Stage(ABC):
         return 0
 
     @abstractmethod
-    def process(self, x: np.ndarray, far_end: np.ndarray | None) -> np.ndarray:
+    def process(self, x: np.ndarray, ctx: FrameContext) -> np.ndarray:
         """Process one frame (float64, frame_samples long)."""
 
     def telemetry(self) -> dict[str, float]:

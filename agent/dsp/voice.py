@@ -6,7 +6,7 @@ from typing import Any, Callable, Mapping
 
 import numpy as np
 
-from agent.dsp.stage import Stage
+from agent.dsp.stage import FrameContext, Stage
 
 # knob -> (filter kind, frequency Hz, Q, knob value -> gain dB); the catalog's descriptions.
 STATIC: dict[str, tuple[str, float, float, Callable[[float], float]]] = {
@@ -77,19 +77,20 @@ class VoiceEnhancer(Stage):
     def active(self) -> bool:
         return self._static_on or self._dynamic_on
 
-    def process(self, x: np.ndarray, far_end: np.ndarray | None) -> np.ndarray:
+    def process(self, x: np.ndarray, ctx: FrameContext) -> np.ndarray:
         if self._static_on:
             x = self._static.process(x)
         if self._dynamic_on:
-            self._update_cuts(x)
+            self._update_cuts(x, ctx.input_db)
             x = self._dynamic.process(x)
         return x
 
-    def _update_cuts(self, x: np.ndarray) -> None:
+    def _update_cuts(self, x: np.ndarray, level_db: float) -> None:
+        """New cut depths from this frame's spectrum; breath is judged on the microphone level,
+        since the AGC before this stage has already lifted quiet frames towards its target."""
         spec = np.fft.rfft(x * self._window)
         power = spec.real ** 2 + spec.imag ** 2
         total = float(np.sum(power[1:])) + 1e-20
-        level_db = 10 * math.log10(float(np.mean(x * x)) + 1e-20)
         self._speech_peak_db = max(level_db, self._speech_peak_db - SPEECH_PEAK_DECAY_DB)
         sib_db = 10 * math.log10(float(np.sum(power[self._sib])) / total + 1e-20)
         harsh_db = 10 * math.log10(float(np.sum(power[self._harsh])) / total + 1e-20)
