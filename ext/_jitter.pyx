@@ -46,6 +46,21 @@ cdef double C_JITTER_MULTIPLE = 4.0
 cdef double C_SHRINK_AFTER_MS = 1000.0
 cdef double C_EPS = 1e-6
 cdef int64_t EMPTY = -(<int64_t>1 << 62)
+cdef tuple _WAIT_ITEM = (-1, O_WAIT, 0.0)
+
+
+cdef inline cnp.ndarray _carray(object a, int typenum):
+    """a itself when it already is a C-contiguous array of that type (no copy), else a converted copy."""
+    if cnp.PyArray_Check(a) and cnp.PyArray_TYPE(<cnp.ndarray>a) == typenum and cnp.PyArray_ISCARRAY_RO(<cnp.ndarray>a):
+        return <cnp.ndarray>a
+    return np.ascontiguousarray(a, dtype=cnp.PyArray_DescrFromType(typenum))
+
+
+cdef inline cnp.ndarray _out_array(object a, int typenum):
+    if not (cnp.PyArray_Check(a) and cnp.PyArray_TYPE(<cnp.ndarray>a) == typenum
+            and cnp.PyArray_ISCARRAY(<cnp.ndarray>a)):
+        raise TypeError(f"pop_due: output arrays must be writeable C-contiguous int64, int8, float64 arrays")
+    return <cnp.ndarray>a
 
 
 def _check_config(c):
@@ -534,6 +549,8 @@ cdef class JitterBuffer:
         cdef int64_t seq
         cdef double wait
         cdef int status = self._pop(now_ms, &seq, &wait)
+        if status == O_WAIT:
+            return _WAIT_ITEM           # the common answer of a pop loop: no tuple to build
         return seq, status, wait
 
     cdef int _underflow(self, double now, double slot) noexcept:
@@ -583,23 +600,35 @@ cdef class JitterBuffer:
     # ---- batch calls ---------------------------------------------------------------------------
     def push_many(self, seq, ts_ms, arrival_ms, size_bytes, corrupted):
         """push() over arrays of one length; returns the statuses as int8."""
-        cdef const int64_t[:] s = np.ascontiguousarray(seq, dtype=np.int64)
-        cdef const double[:] t = np.ascontiguousarray(ts_ms, dtype=np.float64)
-        cdef const double[:] a = np.ascontiguousarray(arrival_ms, dtype=np.float64)
-        cdef const int64_t[:] z = np.ascontiguousarray(size_bytes, dtype=np.int64)
-        cdef const uint8_t[:] c = np.ascontiguousarray(corrupted, dtype=np.uint8)
-        cdef Py_ssize_t n = s.shape[0], k
-        if t.shape[0] != n or a.shape[0] != n or z.shape[0] != n or c.shape[0] != n:
+        cdef cnp.ndarray s = _carray(seq, cnp.NPY_INT64)
+        cdef cnp.ndarray t = _carray(ts_ms, cnp.NPY_FLOAT64)
+        cdef cnp.ndarray a = _carray(arrival_ms, cnp.NPY_FLOAT64)
+        cdef cnp.ndarray z = _carray(size_bytes, cnp.NPY_INT64)
+        cdef cnp.ndarray c = _carray(corrupted, cnp.NPY_UINT8)
+        cdef Py_ssize_t n = cnp.PyArray_SIZE(s), k
+        if cnp.PyArray_SIZE(t) != n or cnp.PyArray_SIZE(a) != n or cnp.PyArray_SIZE(z) != n or cnp.PyArray_SIZE(c) != n:
             raise ValueError("push_many: arrays differ in length")
-        out = np.empty(n, dtype=np.int8)
-        cdef int8_t[:] o = out
+        cdef int64_t* sp = <int64_t*>cnp.PyArray_DATA(s)
+        cdef double* tp = <double*>cnp.PyArray_DATA(t)
+        cdef double* ap = <double*>cnp.PyArray_DATA(a)
+        cdef int64_t* zp = <int64_t*>cnp.PyArray_DATA(z)
+        cdef uint8_t* cp = <uint8_t*>cnp.PyArray_DATA(c)
+        cdef cnp.npy_intp dims = n
+        cdef cnp.ndarray out = cnp.PyArray_EMPTY(1, &dims, cnp.NPY_INT8, 0)
+        cdef int8_t* op = <int8_t*>cnp.PyArray_DATA(out)
         for k in range(n):
-            o[k] = <int8_t>self._push(s[k], t[k], a[k], z[k], c[k] != 0)
+            op[k] = <int8_t>self._push(sp[k], tp[k], ap[k], zp[k], cp[k] != 0)
         return out
 
-    def pop_due(self, double now_ms, int64_t[:] out_seq, int8_t[:] out_status, double[:] out_wait):
+    def pop_due(self, double now_ms, out_seq, out_status, out_wait):
         """pop() until WAIT or the arrays are full; returns the number of items written."""
-        cdef Py_ssize_t k = 0, n = min(out_seq.shape[0], out_status.shape[0], out_wait.shape[0])
+        cdef cnp.ndarray os_ = _out_array(out_seq, cnp.NPY_INT64)
+        cdef cnp.ndarray ot = _out_array(out_status, cnp.NPY_INT8)
+        cdef cnp.ndarray ow = _out_array(out_wait, cnp.NPY_FLOAT64)
+        cdef int64_t* sp = <int64_t*>cnp.PyArray_DATA(os_)
+        cdef int8_t* tp = <int8_t*>cnp.PyArray_DATA(ot)
+        cdef double* wp = <double*>cnp.PyArray_DATA(ow)
+        cdef Py_ssize_t k = 0, n = min(cnp.PyArray_SIZE(os_), cnp.PyArray_SIZE(ot), cnp.PyArray_SIZE(ow))
         cdef int64_t seq
         cdef double wait
         cdef int st
@@ -607,9 +636,9 @@ cdef class JitterBuffer:
             st = self._pop(now_ms, &seq, &wait)
             if st == O_WAIT:
                 break
-            out_seq[k] = seq
-            out_status[k] = <int8_t>st
-            out_wait[k] = wait
+            sp[k] = seq
+            tp[k] = <int8_t>st
+            wp[k] = wait
             k += 1
         return k
 

@@ -4,6 +4,7 @@ import numpy as np
 cimport numpy as cnp
 from libc.math cimport NAN, floor, sqrt
 from libc.stdlib cimport free, malloc
+from libc.string cimport memcpy
 
 cnp.import_array()
 
@@ -169,11 +170,12 @@ cdef class LatencyStats:
             self._add(v[k], t[k])
 
     cdef Py_ssize_t _fill_scratch(self, object now_ms) except -1:
-        cdef Py_ssize_t k
         if now_ms is not None:
             self._expire(<double>now_ms)
-        for k in range(self._count):
-            self._scratch[k] = self._values[(self._head + k) % self._cap]
+        # the ring in two straight runs (oldest first): no modulo per element
+        cdef Py_ssize_t first = min(self._count, self._cap - self._head)
+        memcpy(self._scratch, self._values + self._head, first * sizeof(double))
+        memcpy(self._scratch + first, self._values, (self._count - first) * sizeof(double))
         return self._count
 
     def percentile(self, double p, now_ms=None):
