@@ -217,7 +217,7 @@ class JitterBuffer:
         """Offer one packet; returns ACCEPTED, LATE, DUPLICATE, CORRUPTED, OVERFLOW or RESYNC."""
         if size_bytes < 1:
             raise ValueError(f"size_bytes: {size_bytes} must be >= 1")
-        ts_ms, arrival_ms, size_bytes = float(ts_ms), float(arrival_ms), int(size_bytes)
+        seq, ts_ms, arrival_ms, size_bytes = int(seq), float(ts_ms), float(arrival_ms), int(size_bytes)
         n = self._n
         n["received_bytes"] += size_bytes
         if corrupted:
