@@ -8,12 +8,31 @@ import math
 
 import numpy as np
 
+cimport numpy as cnp
 from libc.math cimport exp, fabs, log10, sqrt
+
+cnp.import_array()
 
 from ext.dsp_py import DB_TO_LN as _PY_DB_TO_LN
 from ext.dsp_py import db_to_lin, ms_to_samples, resized_ring, time_coef
 
 cdef double DB_TO_LN = _PY_DB_TO_LN
+
+
+cdef inline const double[::1] _view(object x):
+    """The block as a contiguous float64 view; converts only when it is not one already
+    (the chain always passes float64 arrays, so the per-call cost stays small)."""
+    cdef const double[::1] v
+    try:
+        v = x
+    except (ValueError, TypeError):
+        v = np.ascontiguousarray(x, dtype=np.float64).reshape(-1)
+    return v
+
+
+cdef inline cnp.ndarray _empty(Py_ssize_t n):
+    cdef cnp.npy_intp dims = n
+    return cnp.PyArray_EMPTY(1, &dims, cnp.NPY_DOUBLE, 0)
 
 
 cdef class BiquadChain:
@@ -54,9 +73,11 @@ cdef class BiquadChain:
         return np.array(self._z_arr)
 
     def process(self, x):
-        out = np.array(x, dtype=np.float64, copy=True, order="C").reshape(-1)
+        cdef const double[::1] xv = _view(x)
+        cdef Py_ssize_t n = xv.shape[0], s, i
+        out = _empty(n)
         cdef double[::1] buf = out
-        cdef Py_ssize_t n = buf.shape[0], s, i
+        buf[:] = xv
         cdef double b0, b1, b2, a1, a2, z1, z2, v, y
         for s in range(self._coeffs.shape[0]):
             b0, b1, b2 = self._coeffs[s, 0], self._coeffs[s, 1], self._coeffs[s, 2]
@@ -101,9 +122,9 @@ cdef class EnvelopeFollower:
         return {"env": self._env}
 
     def process(self, x):
-        cdef const double[::1] xv = np.ascontiguousarray(x, dtype=np.float64).reshape(-1)
+        cdef const double[::1] xv = _view(x)
         cdef Py_ssize_t n = xv.shape[0], i
-        out = np.empty(n, dtype=np.float64)
+        out = _empty(n)
         cdef double[::1] ov = out
         cdef double att = self._att, rel = self._rel, env = self._env, v
         cdef bint rms = self._rms
@@ -162,9 +183,9 @@ cdef class Compressor:
         return {"det": self._det, "gain_db": self._gain_db, "pos": self._pos, "delay": np.array(self._delay_arr)}
 
     def process(self, x):
-        cdef const double[::1] xv = np.ascontiguousarray(x, dtype=np.float64).reshape(-1)
+        cdef const double[::1] xv = _view(x)
         cdef Py_ssize_t n = xv.shape[0], i
-        out = np.empty(n, dtype=np.float64)
+        out = _empty(n)
         cdef double[::1] ov = out
         cdef double thr = self._thr, slope = self._slope, knee = self._knee, att = self._att, rel = self._rel
         cdef double makeup = self._makeup, det = self._det, g = self._gain_db, half = knee / 2.0
@@ -252,9 +273,9 @@ cdef class Limiter:
                 "delay": np.array(self._delay_arr), "greq": np.array(self._greq_arr)}
 
     def process(self, x):
-        cdef const double[::1] xv = np.ascontiguousarray(x, dtype=np.float64).reshape(-1)
+        cdef const double[::1] xv = _view(x)
         cdef Py_ssize_t n = xv.shape[0], i, k
-        out = np.empty(n, dtype=np.float64)
+        out = _empty(n)
         cdef double[::1] ov = out
         cdef double c = self._ceiling, att = self._att, rel = self._rel, g = self._gain, target = self._tmin
         cdef double v, a, d, need, y, new, old
@@ -338,9 +359,9 @@ cdef class AgcGain:
                 "peak_hold": self._peak_hold, "hold_count": self._hold_count, "ring": np.array(self._ring_arr)}
 
     def process(self, x):
-        cdef const double[::1] xv = np.ascontiguousarray(x, dtype=np.float64).reshape(-1)
+        cdef const double[::1] xv = _view(x)
         cdef Py_ssize_t n = xv.shape[0], i
-        out = np.empty(n, dtype=np.float64)
+        out = _empty(n)
         cdef double[::1] ov = out
         cdef double target = self._target, mx = self._max_gain, att = self._att, rel = self._rel
         cdef double freeze = self._freeze, pdecay = self._pdecay, s = self._sum, pk = self._peak, g = self._gain_db
@@ -420,9 +441,9 @@ cdef class NoiseGate:
         return {"env": self._env, "gain": self._gain, "open": self._open, "hold_count": self._hold_count}
 
     def process(self, x):
-        cdef const double[::1] xv = np.ascontiguousarray(x, dtype=np.float64).reshape(-1)
+        cdef const double[::1] xv = _view(x)
         cdef Py_ssize_t n = xv.shape[0], i
-        out = np.empty(n, dtype=np.float64)
+        out = _empty(n)
         cdef double[::1] ov = out
         cdef double t_open = self._thr_open, t_close = self._thr_close, att = self._att, rel = self._rel
         cdef double floor = self._floor, det = self._det, env = self._env, g = self._gain, v, a, target
@@ -469,9 +490,9 @@ cdef class FeedbackComb:
         return {"filt": self._filt, "pos": self._pos, "buf": np.array(self._buf_arr)}
 
     def process(self, x):
-        cdef const double[::1] xv = np.ascontiguousarray(x, dtype=np.float64).reshape(-1)
+        cdef const double[::1] xv = _view(x)
         cdef Py_ssize_t n = xv.shape[0], i
-        out = np.empty(n, dtype=np.float64)
+        out = _empty(n)
         cdef double[::1] ov = out
         cdef double fb = self._fb, damp = self._damp, filt = self._filt, y
         cdef double[::1] buf = self._buf
@@ -506,9 +527,9 @@ cdef class Allpass:
         return {"pos": self._pos, "buf": np.array(self._buf_arr)}
 
     def process(self, x):
-        cdef const double[::1] xv = np.ascontiguousarray(x, dtype=np.float64).reshape(-1)
+        cdef const double[::1] xv = _view(x)
         cdef Py_ssize_t n = xv.shape[0], i
-        out = np.empty(n, dtype=np.float64)
+        out = _empty(n)
         cdef double[::1] ov = out
         cdef double g = self._g, d, y, v
         cdef double[::1] buf = self._buf

@@ -159,9 +159,9 @@ def _nr() -> list[Knob]:
     c = "noise_reduction"
     return [
         _b("nr_enabled", c, True, "Spectral noise reduction on/off."),
-        _e("nr_level", c, "high", ("low", "moderate", "high", "very_high"), "Maximum attenuation of noise-dominated bins (6/12/18/24 dB)."),
+        _e("nr_level", c, "high", ("low", "moderate", "high", "very_high"), "Gain floor of the spectral gain on noise-dominated bands (6/12/18/24 dB of attenuation at most; nr_stationary_level adds to it on bands at the noise floor)."),
         _e("nr_type", c, "stationary", ("stationary", "non_stationary"), "stationary: slow noise-floor tracking; non_stationary: fast minimum tracking that follows changing noise."),
-        _f("nr_stationary_level", c, 12, 0, 40, "dB", "Extra attenuation applied to the tracked stationary noise floor."),
+        _f("nr_stationary_level", c, 12, 0, 40, "dB", "Extra attenuation, on top of nr_level, of bands that sit on the tracked noise floor (no speech in them)."),
         _b("nr_transient_suppression", c, True, "Attenuate short broadband clicks that exceed the frame's spectral envelope."),
         _b("nr_voice_activity_detection", c, True, "Update the noise estimate only in frames without speech."),
         _i("nr_frequency_bands", c, 32, 4, 256, "bands", "Number of frequency bands the gain is computed on (coarser is smoother)."),

@@ -27,8 +27,10 @@ class EchoCanceller(Stage):
 
     The linear filter is a partitioned-block frequency-domain adaptive filter (overlap-save,
     block = frame): a 200 ms tail at 16 kHz is 10 partitions of 320 taps, updated with one
-    batched FFT per frame instead of a 3200-tap per-sample loop. Adaptation freezes during
-    double talk (Geigel detector). The non-linear processor then attenuates frames whose
+    batched FFT per frame instead of a 3200-tap per-sample loop. A background filter adapts
+    (frozen during Geigel-detected double talk) and a foreground filter produces the output:
+    it takes the background's weights when they cancel better, and a background that
+    diverged is restored from it. The non-linear processor then attenuates frames whose
     energy is mostly predicted echo, and comfort noise fills what it removed.
     """
 
