@@ -70,6 +70,7 @@ class Receiver:
         self.corrected_then_received = 0
         self.retransmit_requests = 0
         self.skipped_samples = 0    # output audio skipped when the buffer shortened its delay
+        self.concealed_slots = 0    # playout slots concealed since the start (lost, late or underflow)
         self.configure(knobs)
         self.window = WindowCounters()
         self.slot_history: deque[bool] = deque(maxlen=500)  # True = slot played, False = concealed (for the E-model)
@@ -224,6 +225,7 @@ class Receiver:
                     continue
             # LOST, UNDERFLOW (or a played slot whose payload we no longer hold): conceal one packet.
             w.slots_concealed += 1
+            self.concealed_slots += 1
             self.slot_history.append(False)
             self._push(self._conceal(status == LOST), self._cursor_after_fifo())
 

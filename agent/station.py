@@ -54,7 +54,7 @@ class PointState:
 class StationAgent:
     def __init__(self, cfg: AgentConfig, chain_factory: Callable[[int], Chain],
                  clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time,
-                 context: zmq.Context | None = None) -> None:
+                 context: zmq.Context | None = None, link: ControllerLink | None = None) -> None:
         self.cfg = cfg
         self.clock, self.wall = clock, wall
         self.store = KnobStore(cfg.data_dir)
@@ -71,7 +71,7 @@ class StationAgent:
             self.points[ext] = PointState(ext, pipe, PointMeter(pipe, self.epoch), version, knobs)
             self.applier.apply(ext, version, knobs, wall())
             log.info("%s/%s starts on knob version %d", cfg.station, ext, version)
-        self.link = ControllerLink(cfg.controller, cfg.station, context)
+        self.link = link or ControllerLink(cfg.controller, cfg.station, context)
         self.handlers: dict[MsgType, Callable[[Message], None]] = {
             MsgType.KNOB_SET: self.on_knob_set, MsgType.HEARTBEAT: lambda msg: None}
         self.unexpected = 0

@@ -1,0 +1,145 @@
+"""One extension through the real jitter buffer, FEC, retransmission and DSP chain, measured: knobs act, metrics stay in bounds."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+from agent.dsp import DspChain
+from agent.measure import emodel
+from agent.measure.host import HostMeter
+from agent.measure.pesq_worker import wideband_pesq
+from agent.measure.sample import PointMeter
+from agent.pipeline import ExtensionPipeline
+from agent.sim.conditions import SimConditions
+from shared.knobs import defaults
+from shared.metrics import METRICS, out_of_bounds
+
+CLEAN_PATH = dict(drift="none", duplicate_rate=0.0, reorder_rate=0.0, corruption_rate=0.0)
+
+
+def run(seconds: float, cond: dict[str, Any], knobs: dict[str, Any] | None = None, seed: int = 7,
+        every: int = 8, host: HostMeter | None = None) -> tuple[ExtensionPipeline, list[dict[str, Any]]]:
+    """Run a pipeline on the frame clock (no real time); a sample every `every` frames."""
+    full = {**defaults(), **(knobs or {})}
+    pipe = ExtensionPipeline("3333", SimConditions(**cond), seed, full, lambda: DspChain(seed=seed))
+    meter = PointMeter(pipe, epoch=time.time())
+    host = host or HostMeter()
+    samples = []
+    for k in range(1, int(seconds * 50) + 1):
+        pipe.step(k * 20.0)
+        if k % every == 0:
+            samples.append(meter.sample(k * 20.0, host.read()))
+    return pipe, samples
+
+
+@pytest.fixture(scope="module")
+def host() -> HostMeter:
+    return HostMeter()
+
+
+def test_every_sample_has_all_68_metrics_within_catalog_bounds(host):
+    degraded = dict(loss_rate=0.08, burst_length=3.0, jitter_ms=40.0, delay_ms=60.0, reorder_rate=0.03,
+                    duplicate_rate=0.01, corruption_rate=0.01, noise_dbfs=-35.0, echo_gain_db=-6.0,
+                    drift="sine", drift_period_s=10.0, drift_delay_ms=40.0, drift_loss_rate=0.05)
+    for cond, knobs in ((degraded, {}), ({}, {"limiter_enabled": False, "agc_target_level": 0, "agc_max_gain": 60}),
+                        (degraded, {"packet_size": 80, "adaptive_buffering": False, "jitter_buffer_depth": 0,
+                                    "prefetch_ms": 0, "playout_delay": 0, "fec_enabled": False})):
+        _, samples = run(20, cond, knobs, host=host)
+        assert len(samples) > 100
+        for s in samples:
+            assert len(s) == len(METRICS)
+            assert out_of_bounds(s) == [], {k: s.get(k) for k in out_of_bounds(s)}
+
+
+def test_fec_recovers_losses_at_an_overhead_cost(host):
+    cond = dict(CLEAN_PATH, loss_rate=0.05, burst_length=1.0, delay_ms=20.0, jitter_ms=2.0)
+    no_fec, s_off = run(40, cond, {"fec_enabled": False, "max_retransmits": 0}, host=host)
+    fec, s_on = run(40, cond, {"fec_enabled": True, "fec_percentage": 25, "max_retransmits": 0}, host=host)
+    assert no_fec.receiver.corrected == 0
+    assert fec.receiver.corrected > 0.5 * s_on[-1]["packet.sent_count"] * 0.05  # most single losses come back
+    assert s_on[-1]["packet.loss_rate"] < 0.5 * s_off[-1]["packet.loss_rate"]
+    overhead = lambda ss: np.mean([s["packet.overhead_percent"] for s in ss[10:]])
+    throughput = lambda ss: np.mean([s["packet.throughput_kbps"] for s in ss[10:]])
+    assert overhead(s_on) > overhead(s_off) + 10
+    assert throughput(s_on) > 1.15 * throughput(s_off)
+
+
+def test_retransmission_recovers_losses_when_the_round_trip_allows(host):
+    cond = dict(CLEAN_PATH, loss_rate=0.05, burst_length=1.0, delay_ms=15.0, jitter_ms=1.0)
+    knobs = {"fec_enabled": False, "adaptive_buffering": False, "jitter_buffer_depth": 150}
+    without, s0 = run(30, cond, {**knobs, "max_retransmits": 0}, host=host)
+    with_rtx, s1 = run(30, cond, {**knobs, "max_retransmits": 3}, host=host)
+    assert without.sender.retransmits_sent == 0 and with_rtx.sender.retransmits_sent > 0
+    assert s1[-1]["packet.loss_rate"] < 0.5 * s0[-1]["packet.loss_rate"]
+    assert with_rtx.receiver.concealed_slots < 0.5 * without.receiver.concealed_slots
+    # A playout deadline shorter than the round trip makes retransmissions useless: they arrive, late.
+    late, s2 = run(30, dict(cond, delay_ms=150.0), {**knobs, "jitter_buffer_depth": 20, "max_retransmits": 3}, host=host)
+    assert s2[-1]["buffer.dropped_frames"] > 0.5 * s0[-1]["packet.loss_count"]
+    assert late.receiver.concealed_slots > 0.8 * without.receiver.concealed_slots
+
+
+def test_packet_size_changes_packet_rate_and_header_overhead(host):
+    results = {}
+    for size in (160, 320, 960):
+        pipe, samples = run(20, CLEAN_PATH | {"loss_rate": 0.0}, {"packet_size": size, "fec_enabled": False}, host=host)
+        last = samples[-1]
+        results[size] = (last["packet.sent_count"], np.mean([s["packet.overhead_percent"] for s in samples[10:]]),
+                         last["latency.codec"])
+    assert results[160][0] == pytest.approx(2 * results[320][0], rel=0.02)  # packets per second
+    assert results[320][0] == pytest.approx(3 * results[960][0], rel=0.02)
+    assert results[160][1] > results[320][1] > results[960][1]
+    assert [results[s][2] for s in (160, 320, 960)] == [10.0, 20.0, 60.0]
+
+
+def test_deeper_jitter_buffer_trades_latency_for_fewer_underflows(host):
+    cond = dict(CLEAN_PATH, loss_rate=0.0, jitter_ms=8.0, delay_ms=40.0)
+    fixed = {"adaptive_buffering": False, "prefetch_ms": 0, "playout_delay": 0}
+    shallow, s_sh = run(40, cond, {**fixed, "jitter_buffer_depth": 10}, host=host)
+    deep, s_dp = run(40, cond, {**fixed, "jitter_buffer_depth": 150}, host=host)
+    assert s_sh[-1]["buffer.underflow_count"] > 0
+    assert s_dp[-1]["buffer.underflow_count"] < s_sh[-1]["buffer.underflow_count"]
+    assert deep.receiver.concealed_slots < shallow.receiver.concealed_slots
+    assert s_dp[-1]["latency.avg_latency"] > s_sh[-1]["latency.avg_latency"] + 50
+    assert s_dp[-1]["latency.buffer"] > s_sh[-1]["latency.buffer"] + 50
+
+
+def test_mos_falls_when_loss_or_delay_rises(host):
+    good = run(20, dict(CLEAN_PATH, loss_rate=0.0, delay_ms=20.0), host=host)[1][-1]["audioQuality.mos_score"]
+    lossy = run(20, dict(CLEAN_PATH, loss_rate=0.1, burst_length=3.0, delay_ms=20.0),
+                {"fec_enabled": False, "max_retransmits": 0}, host=host)[1][-1]["audioQuality.mos_score"]
+    slow = run(20, dict(CLEAN_PATH, loss_rate=0.0, delay_ms=400.0), host=host)[1][-1]["audioQuality.mos_score"]
+    assert good > 4.0 and lossy < good - 0.5 and slow < good - 0.3
+    # The model itself: monotone in delay and loss, burstier loss worse at the same rate.
+    assert emodel.mos(50, 0) > emodel.mos(200, 0) > emodel.mos(400, 0)
+    assert emodel.mos(50, 1) > emodel.mos(50, 5) > emodel.mos(50, 10)
+    assert emodel.mos(50, 5, burst_r=1.0) > emodel.mos(50, 5, burst_r=3.0)
+    assert emodel.burst_ratio([True] * 90 + [False] * 10) > emodel.burst_ratio(([True] * 9 + [False]) * 10)
+
+
+def test_pesq_drops_when_noise_is_added():
+    scores = []
+    for noise in (-70.0, -30.0):
+        # Only the noise changes: the chain stages that act on noise (NR, AGC, AEC comfort noise) are off.
+        pipe, _ = run(6, dict(CLEAN_PATH, loss_rate=0.0, noise_dbfs=noise),
+                      {"nr_enabled": False, "agc_enabled": False, "aec_enabled": False})
+        ref, out = pipe.pesq_audio()
+        scores.append(wideband_pesq(ref, out))
+    assert scores[0] is not None and scores[1] is not None
+    assert scores[1] < scores[0] - 0.5
+
+
+def test_audio_metrics_follow_the_output(host):
+    quiet = run(10, dict(CLEAN_PATH, loss_rate=0.0), {"agc_enabled": False}, host=host)[1]
+    loud = run(10, dict(CLEAN_PATH, loss_rate=0.0), {"agc_target_level": -6, "agc_max_gain": 40}, host=host)[1]
+    level = lambda ss: np.mean([s["audioQuality.level_rms"] for s in ss[20:] if s["audioQuality.voice_activity_ratio"] > 0.5])
+    assert level(loud) > level(quiet) + 6
+    noisy = run(10, dict(CLEAN_PATH, loss_rate=0.0, noise_dbfs=-30.0), {"nr_enabled": False, "agc_enabled": False},
+                host=host)[1]
+    snr = lambda ss: ss[-1]["audioQuality.snr"]
+    assert snr(noisy) < snr(quiet) - 10
+    assert noisy[-1]["audioQuality.noise_level"] > quiet[-1]["audioQuality.noise_level"] + 10
+    assert noisy[-1]["audioQuality.sinad"] < quiet[-1]["audioQuality.sinad"]
+    assert any(s["audioQuality.silence_detected"] for s in quiet) and not all(s["audioQuality.silence_detected"] for s in quiet)
