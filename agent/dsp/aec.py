@@ -17,6 +17,7 @@ POWER_SMOOTHING = 0.9      # far-end power estimate the step is normalised by
 GEIGEL = 0.5               # double talk when |mic| peaks above this fraction of the far-end peak
 DOUBLE_TALK_HANGOVER = 3   # frames adaptation stays frozen after double talk
 ADOPT_RATIO = 0.8          # background error this much below the foreground's: copy it over
+ERROR_SMOOTHING = 0.85     # per-frame smoothing of the error energies the arbitration compares
 RESTORE_RATIO = 4.0        # background error this much above: it diverged, restore it
 FAR_SILENT_RMS = 1e-4      # -80 dBFS: no reference, nothing to cancel or suppress
 NOISE_RISE = 1.02          # background tracker: +0.17 dB per frame upwards, instant downwards
@@ -48,7 +49,7 @@ class EchoCanceller(Stage):
         self._far_peaks: list[float] = []
         self._dt_hang = 0
         self._power = np.zeros(b + 1)
-        self._err_bg = self._err_fg = 0.0
+        self._err_bg = self._err_fg = self._mic_e = 0.0
         self._nlp_gain = 1.0
         self._noise_rms = -1.0
         self._erle_db = 0.0
@@ -129,17 +130,26 @@ class EchoCanceller(Stage):
 
     def _arbitrate(self, mic: np.ndarray, e_fg: np.ndarray, echo_fg: np.ndarray,
                    e_bg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Two-filter control: the foreground takes the background when it cancels better; a
-        background that diverged (double talk the detector missed) restarts from the foreground."""
-        self._err_bg = 0.7 * self._err_bg + 0.3 * float(np.dot(e_bg, e_bg))
-        self._err_fg = 0.7 * self._err_fg + 0.3 * float(np.dot(e_fg, e_fg))
-        if self._err_bg < ADOPT_RATIO * self._err_fg:
+        """Two-filter control. The foreground takes the background's weights only when they cancel
+        clearly better than both the foreground and no filter at all; a foreground that makes the
+        signal louder than the microphone is dropped; a background that diverged (double talk the
+        detector missed) restarts from the foreground."""
+        k = ERROR_SMOOTHING
+        mic_e = float(np.dot(mic, mic))
+        self._mic_e = k * self._mic_e + (1 - k) * mic_e
+        self._err_bg = k * self._err_bg + (1 - k) * float(np.dot(e_bg, e_bg))
+        self._err_fg = k * self._err_fg + (1 - k) * float(np.dot(e_fg, e_fg))
+        if self._err_bg < ADOPT_RATIO * min(self._err_fg, self._mic_e):
             self._Wf = self._W.copy()
             self._err_fg = self._err_bg
             return e_bg, mic - e_bg
-        if self._err_bg > RESTORE_RATIO * self._err_fg and float(np.dot(e_bg, e_bg)) > float(np.dot(mic, mic)):
+        if self._err_bg > RESTORE_RATIO * self._err_fg and float(np.dot(e_bg, e_bg)) > mic_e:
             self._W = self._Wf.copy()
             self._err_bg = self._err_fg
+        if self._err_fg > self._mic_e:
+            self._Wf = np.zeros_like(self._Wf)
+            self._err_fg = self._mic_e
+            return mic, np.zeros_like(mic)
         return e_fg, echo_fg
 
     def _track_noise(self, e: np.ndarray) -> None:
