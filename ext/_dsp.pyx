@@ -14,9 +14,13 @@ from libc.math cimport exp, fabs, log10, sqrt
 cnp.import_array()
 
 from ext.dsp_py import DB_TO_LN as _PY_DB_TO_LN
-from ext.dsp_py import db_to_lin, ms_to_samples, resized_ring, time_coef
+from ext.dsp_py import AGC_BLOCK_MS, SPEECH_LEVEL_MS, FLOOR_RISE_DB
+from ext.dsp_py import FLOOR_MIN_DB as _PY_FLOOR_MIN_DB, VAD_MARGIN_DB as _PY_VAD_MARGIN_DB
+from ext.dsp_py import agc_wanted_gain, agc_window_blocks, db_to_lin, ms_to_samples, resized_ring, time_coef
 
 cdef double DB_TO_LN = _PY_DB_TO_LN
+cdef double FLOOR_MIN_DB = _PY_FLOOR_MIN_DB
+cdef double VAD_MARGIN_DB = _PY_VAD_MARGIN_DB
 
 
 cdef inline const double[::1] _view(object x):
@@ -311,10 +315,11 @@ cdef class Limiter:
 
 
 cdef class AgcGain:
-    """Automatic gain: steer a windowed level (RMS or held peak) towards a target within +-max gain."""
+    """Automatic gain steered by the talker's speech level (see ext/dsp_py.py AgcGain: the same loop)."""
     cdef public double sample_rate
-    cdef double _target, _max_gain, _att, _rel, _freeze, _pdecay, _sum, _peak, _gain_db
-    cdef Py_ssize_t _hold, _pos, _peak_hold, _hold_count
+    cdef double _target, _max_gain, _att, _rel, _freeze, _sum, _acc, _floor_db, _speech, _want, _gain_db
+    cdef double _speech_blocks, _floor_step
+    cdef Py_ssize_t _hold, _pos, _count, _block, _hold_count, _n_speech
     cdef bint _peak_mode
     cdef object _ring_arr
     cdef double[::1] _ring
@@ -323,12 +328,19 @@ cdef class AgcGain:
                  double release_ms=60.0, double hold_ms=0.0, double window_ms=10.0, str detector="rms",
                  double freeze_below_db=-60.0):
         self.sample_rate = sample_rate
+        self._block = max(1, ms_to_samples(AGC_BLOCK_MS, sample_rate))
+        self._speech_blocks = max(1.0, SPEECH_LEVEL_MS / AGC_BLOCK_MS)
+        self._floor_step = FLOOR_RISE_DB * AGC_BLOCK_MS / 1000.0
         self._ring_arr = np.zeros(1)
         self._ring = self._ring_arr
         self._pos = 0
         self._sum = 0.0
-        self._peak = 0.0
-        self._peak_hold = 0
+        self._acc = 0.0
+        self._count = 0
+        self._floor_db = freeze_below_db
+        self._speech = 0.0
+        self._n_speech = 0
+        self._want = 0.0
         self._hold_count = 0
         self._gain_db = 0.0
         self.set_params(target_db, max_gain_db, attack_ms, release_ms, hold_ms, window_ms, detector, freeze_below_db)
@@ -342,66 +354,91 @@ cdef class AgcGain:
         self._hold = ms_to_samples(hold_ms, self.sample_rate)
         self._freeze = float(freeze_below_db)
         self._peak_mode = detector == "peak"
-        w = max(1, ms_to_samples(window_ms, self.sample_rate))
-        self._pdecay = math.exp(-1.0 / w)
+        w = agc_window_blocks(window_ms)
         if w != len(self._ring_arr):
             self._ring_arr = resized_ring(self._ring_arr, self._pos, w)
             self._ring = self._ring_arr
             self._pos = 0
             self._sum = float(np.sum(self._ring_arr))
+        if self._n_speech:
+            self._want = agc_wanted_gain(self._target, self._max_gain, self._speech)
 
     @property
     def gain_db(self):
         return self._gain_db
 
+    @property
+    def speech_level_db(self):
+        return 10.0 * log10(self._speech) if self._speech > 1e-20 else -200.0
+
     def get_state(self):
-        return {"gain_db": self._gain_db, "sum": self._sum, "pos": self._pos, "peak": self._peak,
-                "peak_hold": self._peak_hold, "hold_count": self._hold_count, "ring": np.array(self._ring_arr)}
+        return {"gain_db": self._gain_db, "sum": self._sum, "pos": self._pos, "acc": self._acc, "count": self._count,
+                "floor_db": self._floor_db, "speech": self._speech, "n_speech": self._n_speech, "want": self._want,
+                "hold_count": self._hold_count, "ring": np.array(self._ring_arr)}
 
     def process(self, x):
         cdef const double[::1] xv = _view(x)
         cdef Py_ssize_t n = xv.shape[0], i
         out = _empty(n)
         cdef double[::1] ov = out
-        cdef double target = self._target, mx = self._max_gain, att = self._att, rel = self._rel
-        cdef double freeze = self._freeze, pdecay = self._pdecay, s = self._sum, pk = self._peak, g = self._gain_db
-        cdef Py_ssize_t hold = self._hold, phold = self._peak_hold, hc = self._hold_count, pos = self._pos
+        cdef double att = self._att, rel = self._rel, acc = self._acc, g = self._gain_db, want = self._want
+        cdef Py_ssize_t hold = self._hold, hc = self._hold_count, count = self._count, block = self._block
         cdef bint peak_mode = self._peak_mode
-        cdef double[::1] ring = self._ring
-        cdef Py_ssize_t w = ring.shape[0]
-        cdef double v, a, sq, level, ms, want
+        cdef double v, a
         for i in range(n):
             v = xv[i]
             if peak_mode:
                 a = fabs(v)
-                if a >= pk:
-                    pk = a
-                    phold = w
-                elif phold > 0:
-                    phold -= 1
-                else:
-                    pk = pk * pdecay
-                level = 20.0 * log10(pk) if pk > 1e-10 else -200.0
+                if a > acc:
+                    acc = a
             else:
-                sq = v * v
-                s = s + sq - ring[pos]
-                ring[pos] = sq
-                pos = pos + 1 if pos + 1 < w else 0
-                ms = s / w
-                level = 10.0 * log10(ms) if ms > 1e-20 else -200.0
-            if level > freeze:
-                want = target - level
-                want = mx if want > mx else (-mx if want < -mx else want)
-                if want < g:
-                    g = att * g + (1.0 - att) * want
-                    hc = hold
-                elif hc > 0:
-                    hc -= 1
-                else:
-                    g = rel * g + (1.0 - rel) * want
+                acc += v * v
+            count += 1
+            if count == block:
+                want = self._decide(acc if peak_mode else acc / block)
+                acc, count = 0.0, 0
+            if want < g:
+                g = att * g + (1.0 - att) * want
+                hc = hold
+            elif hc > 0:
+                hc -= 1
+            else:
+                g = rel * g + (1.0 - rel) * want
             ov[i] = v * exp(g * DB_TO_LN)
-        self._sum, self._pos, self._peak, self._peak_hold, self._hold_count, self._gain_db = s, pos, pk, phold, hc, g
+        self._acc, self._count, self._hold_count, self._gain_db, self._want = acc, count, hc, g, want
         return out
+
+    cdef double _decide(self, double value):
+        cdef double[::1] ring = self._ring
+        cdef Py_ssize_t w = ring.shape[0], k
+        cdef double pk, level, power, floor, want, kk, level_s
+        if self._peak_mode:
+            ring[self._pos] = value
+            pk = ring[0]
+            for k in range(1, w):
+                if ring[k] > pk:
+                    pk = ring[k]
+            level = 20.0 * log10(pk) if pk > 1e-10 else -200.0
+            power = pk * pk
+        else:
+            self._sum = self._sum + value - ring[self._pos]
+            ring[self._pos] = value
+            power = self._sum / w
+            level = 10.0 * log10(power) if power > 1e-20 else -200.0
+        self._pos = self._pos + 1 if self._pos + 1 < w else 0
+        floor = self._floor_db
+        if level > self._freeze and level > floor + VAD_MARGIN_DB:
+            self._n_speech += 1
+            kk = 1.0 / self._n_speech if self._n_speech < self._speech_blocks else 1.0 / self._speech_blocks
+            self._speech += kk * (power - self._speech)
+            level_s = 10.0 * log10(self._speech) if self._speech > 1e-20 else -200.0
+            want = self._target - level_s
+            self._want = self._max_gain if want > self._max_gain else (-self._max_gain if want < -self._max_gain else want)
+        if level < floor:
+            self._floor_db = level if level > FLOOR_MIN_DB else FLOOR_MIN_DB
+        else:
+            self._floor_db = floor + self._floor_step
+        return self._want
 
 
 cdef class NoiseGate:

@@ -15,6 +15,13 @@ import numpy as np
 # Filters are designed at most at this fraction of the sample rate (the catalog's EQ rule).
 MAX_DESIGN_FRACTION = 0.45
 DB_TO_LN = math.log(10.0) / 20.0  # exp(db * DB_TO_LN) == 10 ** (db / 20)
+# AgcGain: level decisions every 5 ms block; a block is speech this far above the noise floor;
+# the speech level averages about a second of speech; the floor follows dips at once and rises slowly.
+AGC_BLOCK_MS = 5.0
+VAD_MARGIN_DB = 10.0
+SPEECH_LEVEL_MS = 1000.0
+FLOOR_RISE_DB = 5.0       # per second
+FLOOR_MIN_DB = -100.0
 FILTER_KINDS = ("peaking", "lowshelf", "highshelf", "lowpass", "highpass", "bandpass")
 
 Coeffs = tuple[float, float, float, float, float]  # b0, b1, b2, a1, a2 (a0 normalised to 1)
@@ -307,22 +314,32 @@ class Limiter:
 
 
 class AgcGain:
-    """Automatic gain: steer a windowed level (RMS or held peak) towards a target within +-max gain.
+    """Automatic gain steered by the talker's speech level, not by the instantaneous envelope.
 
-    The gain (in dB) falls with the attack time constant, is held for `hold_ms` after the level
-    drops, then rises with the release time constant. Below `freeze_below_db` (silence, gated
-    noise) the gain is frozen so pauses are not boosted.
+    The detector measures the level (RMS, or peak) over the last `window_ms`, in 5 ms blocks.
+    A block is speech when that level is above `freeze_below_db` and VAD_MARGIN_DB above a
+    tracked noise floor; only speech blocks update the speech level, a power average over
+    about SPEECH_LEVEL_MS of speech (so pauses, noise and the ups and downs of syllables do not
+    move it). The gain wanted is target - speech level within +-max gain; the gain (in dB)
+    falls towards it with the attack time constant, is held for `hold_ms` when it would rise,
+    then rises with the release time constant. Decisions take effect from the next block.
     """
 
     def __init__(self, sample_rate: float, target_db: float = -18.0, max_gain_db: float = 30.0,
                  attack_ms: float = 5.0, release_ms: float = 60.0, hold_ms: float = 0.0,
                  window_ms: float = 10.0, detector: str = "rms", freeze_below_db: float = -60.0) -> None:
         self.sample_rate = float(sample_rate)
+        self._block = max(1, ms_to_samples(AGC_BLOCK_MS, self.sample_rate))
+        self._speech_blocks = max(1.0, SPEECH_LEVEL_MS / AGC_BLOCK_MS)
         self._ring = np.zeros(1)
         self._pos = 0
         self._sum = 0.0
-        self._peak = 0.0
-        self._peak_hold = 0
+        self._acc = 0.0
+        self._count = 0
+        self._floor_db = float(freeze_below_db)
+        self._speech = 0.0
+        self._n_speech = 0
+        self._want = 0.0
         self._hold_count = 0
         self._gain_db = 0.0
         self.set_params(target_db, max_gain_db, attack_ms, release_ms, hold_ms, window_ms, detector, freeze_below_db)
@@ -337,59 +354,89 @@ class AgcGain:
         self._hold = ms_to_samples(hold_ms, self.sample_rate)
         self._freeze = float(freeze_below_db)
         self._peak_mode = detector == "peak"
-        w = max(1, ms_to_samples(window_ms, self.sample_rate))
-        self._pdecay = math.exp(-1.0 / w)
+        w = agc_window_blocks(window_ms)
         if w != len(self._ring):
-            # The running sum restarts from the kept squares so it always equals their sum.
+            # The running sum restarts from the kept block values so it always equals their sum.
             self._ring, self._pos = resized_ring(self._ring, self._pos, w), 0
             self._sum = float(np.sum(self._ring))
+        if self._n_speech:
+            self._want = agc_wanted_gain(self._target, self._max_gain, self._speech)
 
     @property
     def gain_db(self) -> float:
         return self._gain_db
 
+    @property
+    def speech_level_db(self) -> float:
+        """The speech level the gain is steered by (-200 before any speech)."""
+        return 10.0 * math.log10(self._speech) if self._speech > 1e-20 else -200.0
+
     def get_state(self) -> dict[str, object]:
-        return {"gain_db": self._gain_db, "sum": self._sum, "pos": self._pos, "peak": self._peak,
-                "peak_hold": self._peak_hold, "hold_count": self._hold_count, "ring": np.array(self._ring)}
+        return {"gain_db": self._gain_db, "sum": self._sum, "pos": self._pos, "acc": self._acc, "count": self._count,
+                "floor_db": self._floor_db, "speech": self._speech, "n_speech": self._n_speech, "want": self._want,
+                "hold_count": self._hold_count, "ring": np.array(self._ring)}
 
     def process(self, x: np.ndarray) -> np.ndarray:
-        target, mx, att, rel, hold, freeze = self._target, self._max_gain, self._att, self._rel, self._hold, self._freeze
-        peak_mode, pdecay = self._peak_mode, self._pdecay
-        ring = self._ring.tolist()
-        w, pos, s = len(ring), self._pos, self._sum
-        pk, phold, hc, g = self._peak, self._peak_hold, self._hold_count, self._gain_db
+        att, rel, hold = self._att, self._rel, self._hold
+        peak_mode, block = self._peak_mode, self._block
+        acc, count, hc, g, want = self._acc, self._count, self._hold_count, self._gain_db, self._want
         out = _as_block(x)
         for i, v in enumerate(out):
             if peak_mode:
                 a = abs(v)
-                if a >= pk:
-                    pk, phold = a, w
-                elif phold > 0:
-                    phold -= 1
-                else:
-                    pk = pk * pdecay
-                level = 20.0 * math.log10(pk) if pk > 1e-10 else -200.0
+                if a > acc:
+                    acc = a
             else:
-                sq = v * v
-                s = s + sq - ring[pos]
-                ring[pos] = sq
-                pos = pos + 1 if pos + 1 < w else 0
-                ms = s / w
-                level = 10.0 * math.log10(ms) if ms > 1e-20 else -200.0
-            if level > freeze:
-                want = target - level
-                want = mx if want > mx else (-mx if want < -mx else want)
-                if want < g:
-                    g = att * g + (1.0 - att) * want
-                    hc = hold
-                elif hc > 0:
-                    hc -= 1
-                else:
-                    g = rel * g + (1.0 - rel) * want
+                acc += v * v
+            count += 1
+            if count == block:
+                want = self._decide(acc if peak_mode else acc / block)
+                acc, count = 0.0, 0
+            if want < g:
+                g = att * g + (1.0 - att) * want
+                hc = hold
+            elif hc > 0:
+                hc -= 1
+            else:
+                g = rel * g + (1.0 - rel) * want
             out[i] = v * math.exp(g * DB_TO_LN)
-        self._sum, self._pos, self._peak, self._peak_hold, self._hold_count, self._gain_db = s, pos, pk, phold, hc, g
-        self._ring = np.array(ring, dtype=np.float64)
+        self._acc, self._count, self._hold_count, self._gain_db, self._want = acc, count, hc, g, want
         return np.array(out, dtype=np.float64)
+
+    def _decide(self, value: float) -> float:
+        """End of a block: window level, speech decision, speech level, wanted gain."""
+        ring = self._ring
+        w = len(ring)
+        if self._peak_mode:
+            ring[self._pos] = value
+            pk = float(np.max(ring))
+            level = 20.0 * math.log10(pk) if pk > 1e-10 else -200.0
+            power = pk * pk
+        else:
+            self._sum = self._sum + value - float(ring[self._pos])
+            ring[self._pos] = value
+            power = self._sum / w
+            level = 10.0 * math.log10(power) if power > 1e-20 else -200.0
+        self._pos = self._pos + 1 if self._pos + 1 < w else 0
+        floor = self._floor_db
+        if level > self._freeze and level > floor + VAD_MARGIN_DB:
+            self._n_speech += 1
+            k = 1.0 / self._n_speech if self._n_speech < self._speech_blocks else 1.0 / self._speech_blocks
+            self._speech += k * (power - self._speech)
+            self._want = agc_wanted_gain(self._target, self._max_gain, self._speech)
+        self._floor_db = max(level, FLOOR_MIN_DB) if level < floor else floor + FLOOR_RISE_DB * AGC_BLOCK_MS / 1000.0
+        return self._want
+
+
+def agc_window_blocks(window_ms: float) -> int:
+    """Blocks of AGC_BLOCK_MS in the level-measurement window (at least one)."""
+    return max(1, int(round(float(window_ms) / AGC_BLOCK_MS)))
+
+
+def agc_wanted_gain(target_db: float, max_gain_db: float, speech_power: float) -> float:
+    level = 10.0 * math.log10(speech_power) if speech_power > 1e-20 else -200.0
+    want = target_db - level
+    return max_gain_db if want > max_gain_db else (-max_gain_db if want < -max_gain_db else want)
 
 
 class NoiseGate:

@@ -49,6 +49,7 @@ CONTEXT: dict[str, tuple[dict[str, Any], Any]] = {
     "agc_limiter_enabled": ({"agc_saturation_margin": 12.0}, False),
     "agc_noise_gate_threshold": ({"agc_noise_gate_enabled": True}, -30.0),
     "agc_hold_time": ({}, 300.0),
+    "agc_max_gain": ({}, 6.0),  # the scene's talker wants about +12 dB: a smaller cap binds
     "aec_filter_length": ({}, 10),
     "aec_nlp_mode": ({}, "aggressive"),
     "nr_spectral_subtraction": ({"nr_wiener_filter": False}, 2.5),

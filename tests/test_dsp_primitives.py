@@ -271,14 +271,30 @@ def test_agc_respects_max_gain_and_freezes_in_silence(impl: ModuleType) -> None:
 
 
 def test_agc_hold_delays_release(impl: ModuleType) -> None:
-    loud, quiet = _tone(300, 0.5, 8000), _tone(300, 0.02, 1600)
+    loud, quiet = _tone(300, 0.5, 8000), _tone(300, 0.02, 24000)
     gains = []
-    for hold in (0.0, 200.0):
+    for hold in (0.0, 2000.0):
         agc = impl.AgcGain(FS, -18.0, 30.0, 5.0, 20.0, hold, 10.0, "rms", -60.0)
         agc.process(loud)
-        agc.process(quiet)  # 100 ms: inside the 200 ms hold
+        agc.process(quiet)  # 1.5 s: the speech level has fallen ~7 dB, still inside the 2 s hold
         gains.append(agc.gain_db)
     assert gains[1] < gains[0] - 5.0
+
+
+def test_agc_gain_follows_the_speech_level_not_syllables_or_pauses(impl: ModuleType) -> None:
+    """Syllables 12 dB apart, pauses of room noise: the gain settles and stays within a dB or two."""
+    syllable = np.concatenate([_tone(200, 0.05, 2400), _tone(200, 0.0125, 1600), np.zeros(1600)])
+    noise = np.random.default_rng(4).standard_normal(len(syllable)) * 10 ** (-65 / 20)
+    x = np.tile(syllable, 20) + np.tile(noise, 20)
+    agc = impl.AgcGain(FS, -18.0, 30.0, 5.0, 60.0, 0.0, 10.0, "rms", -60.0)
+    gains = []
+    for block in range(0, len(x), 320):
+        agc.process(x[block:block + 320])
+        gains.append(agc.gain_db)
+    settled = np.array(gains[len(gains) // 2:])
+    assert settled.max() - settled.min() < 2.0  # a fast leveller would swing by ~12 dB
+    # Loud syllables at -29 dBFS want +11 dB, quiet ones +23: the speech level (a power average) sits near the loud.
+    assert 10.0 < float(np.mean(settled)) < 16.0
 
 
 def test_agc_peak_detector_steers_peaks(impl: ModuleType) -> None:

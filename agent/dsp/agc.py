@@ -14,23 +14,23 @@ GATE_RELEASE_MS = 80.0
 GATE_HOLD_MS = 50.0
 GATE_FLOOR_DB = -80.0
 AGC_LIMITER_RELEASE_MS = 20.0
-# Slow outer loop (adaptive mode): a fast attack/slow release gain settles under the target on
-# modulated speech (it follows the loud parts), so a trim of at most +-6 dB, integrated over
-# about a second of active frames, brings the long-term output level onto agc_target_level.
-TRIM_RANGE_DB = 6.0
-TRIM_STEP = 0.03          # fraction of the level error corrected per active frame
-TRIM_SMOOTHING = 0.9      # per-frame smoothing of the output level the trim steers
 
 
 class AgcStage(Stage):
     """The agc_* knobs.
 
-    - agc_mode adaptive: RMS over agc_window steered to agc_target_level within +-agc_max_gain.
-    - adaptive_digital: held peak steered to -agc_target_level_dbfs within +-agc_compression_gain.
+    - agc_mode adaptive: the active-speech RMS level steered to agc_target_level within +-agc_max_gain.
+    - adaptive_digital: the active-speech peak level steered to -agc_target_level_dbfs within
+      +-agc_compression_gain.
     - fixed_digital: constant gain agc_compression_gain_db.
-    The gate (agc_noise_gate_*) runs first and also freezes the gain below its threshold, so gated
-    noise is never boosted. The limiter keeps agc_saturation_margin of headroom (in the digital
-    modes at least agc_target_level_dbfs, their peak ceiling); no lookahead, so no added delay.
+    In the adaptive modes the level is measured over agc_window, but the gain follows the
+    talker's speech level (an average over about a second of speech-active windows, see
+    ext.dsp AgcGain), not each window: a gain that chased 10 ms windows with a 5 ms attack
+    would pump within syllables and lift noise in pauses. agc_attack/release/hold_time shape
+    how the gain moves to a new speech level. The gate (agc_noise_gate_*) runs first and its
+    threshold also bounds what counts as speech, so gated noise is never boosted. The limiter
+    keeps agc_saturation_margin of headroom (in the digital modes at least agc_target_level_dbfs,
+    their peak ceiling); no lookahead, so no added delay.
     """
 
     KNOBS = ("agc_enabled", "agc_target_level", "agc_max_gain", "agc_compression_gain", "agc_limiter_enabled",
@@ -45,17 +45,12 @@ class AgcStage(Stage):
         self._agc = self.impl.AgcGain(fs)
         self._limiter = self.impl.Limiter(fs, -2.0, AGC_LIMITER_RELEASE_MS, 0.0)
         self._fixed_gain = 1.0
-        self._trim_db = 0.0
-        self._out_power = -1.0
 
     def _apply(self, k: Mapping[str, Any], previous: Mapping[str, Any]) -> None:
         self.enabled = bool(k["agc_enabled"])
         self.gate_enabled = bool(k["agc_noise_gate_enabled"])
         self.limiter_enabled = bool(k["agc_limiter_enabled"])
         self.mode = k["agc_mode"]
-        self._target_db = float(k["agc_target_level"])
-        self._max_gain_db = float(k["agc_max_gain"])
-        self._freeze_db = float(k["agc_noise_gate_threshold"]) if k["agc_noise_gate_enabled"] else SILENCE_DB
         gate_db = float(k["agc_noise_gate_threshold"])
         self._gate.set_params(gate_db, GATE_ATTACK_MS, GATE_RELEASE_MS, GATE_HOLD_MS, 3.0, GATE_FLOOR_DB, 10.0)
         freeze = gate_db if self.gate_enabled else SILENCE_DB
@@ -81,30 +76,12 @@ class AgcStage(Stage):
         if self.mode == "fixed_digital":
             x = x * self._fixed_gain
         else:
-            level_in = _power_db(x)
             x = self._agc.process(x)
-            if self.mode == "adaptive":
-                x = self._trim(x, level_in)
         return self._limiter.process(x) if self.limiter_enabled else x
 
-    def _trim(self, x: np.ndarray, level_in_db: float) -> np.ndarray:
-        """Apply the slow trim (ramped over the frame) and update it from this frame's output level."""
-        old = self._trim_db
-        if level_in_db > self._freeze_db:
-            power = float(np.mean(x * x)) * 10 ** (old / 10)
-            self._out_power = power if self._out_power < 0 else TRIM_SMOOTHING * self._out_power + (1 - TRIM_SMOOTHING) * power
-            error = self._target_db - 10 * math.log10(self._out_power + 1e-20)
-            room = max(0.0, self._max_gain_db - self._agc.gain_db)  # never beyond agc_max_gain in total
-            self._trim_db = min(max(old + TRIM_STEP * error, -TRIM_RANGE_DB), min(TRIM_RANGE_DB, room))
-        ramp = np.linspace(old, self._trim_db, len(x) + 1)[1:]
-        return x * 10 ** (ramp / 20)
-
     def telemetry(self) -> dict[str, float]:
-        gain = 20 * math.log10(self._fixed_gain) if self.mode == "fixed_digital" else self._agc.gain_db + self._trim_db
+        gain = 20 * math.log10(self._fixed_gain) if self.mode == "fixed_digital" else self._agc.gain_db
         return {"agc_gain_db": gain if self.enabled else 0.0,
                 "agc_gate_open": float(self._gate.is_open) if self.gate_enabled else 1.0,
                 "agc_limiter_reduction_db": self._limiter.gain_reduction_db}
 
-
-def _power_db(x: np.ndarray) -> float:
-    return 10 * math.log10(float(np.mean(x * x)) + 1e-20)
