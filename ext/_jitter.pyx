@@ -45,6 +45,10 @@ cdef enum:
 cdef double C_JITTER_MULTIPLE = 4.0
 cdef double C_SHRINK_AFTER_MS = 1000.0
 cdef double C_EPS = 1e-6
+cdef double C_BASE_BLOCK_MS = 500.0
+cdef double C_INF = float("inf")
+BASE_BLOCK_MS = 500.0
+BASE_BLOCKS = 4
 cdef int64_t EMPTY = -(<int64_t>1 << 62)
 cdef tuple _WAIT_ITEM = (-1, O_WAIT, 0.0)
 
@@ -95,6 +99,8 @@ cdef class JitterBuffer:
     cdef bint _has_cursor, _pending, _has_high, _has_cand, _has_transit
     cdef double _next_ts, _offset, _anchor, _slot_time, _quiet_ms, _last_dur, _capacity_ms
     cdef double _last_transit, _mean_transit, _jitter
+    cdef double _base, _b_start, _b_cur, _b_prev0, _b_prev1, _b_prev2, _covered
+    cdef bint _held
     # counters
     cdef int64_t _overflow_count, _underflow_count, _underflow_events, _grow_count, _shrink_count
     cdef int64_t _fill_bytes, _drain_bytes, _played_bytes, _received_bytes, _played, _lost
@@ -184,6 +190,12 @@ cdef class JitterBuffer:
         self._last_transit = 0.0
         self._mean_transit = 0.0
         self._jitter = 0.0
+        self._base = 0.0                   # lowest recent transit: the fixed delay is measured from it
+        self._b_start = 0.0                # arrival time the current block began
+        self._b_cur = C_INF                # lowest transit in the current block
+        self._b_prev0 = self._b_prev1 = self._b_prev2 = C_INF   # the previous 3 blocks', newest first
+        self._held = False                 # rebuffering: the head's slot came before prefetch was met
+        self._covered = 0.0                # rebuffering: media time played out as silence so far
 
     cdef void _reset_counters(self) noexcept:
         self._overflow_count = self._underflow_count = self._underflow_events = 0
@@ -231,7 +243,7 @@ cdef class JitterBuffer:
         self._max_ms = new["max_buffer_size"]
         self._min_ms = new["min_buffer_size"]
         if was_adaptive and not self._adaptive:
-            self._anchor = self._mean_transit      # fixed delay measured from the mean arrival
+            self._anchor = self._base              # fixed delay measured from the base transit
         cap = new["buffer_size"] if new["buffer_size"] != old["buffer_size"] else self._capacity_ms
         self._set_capacity(min(max(cap, self._min_ms), self._max_ms))
         self._pending = self._state == ST_PLAYING
@@ -339,9 +351,10 @@ cdef class JitterBuffer:
         if not self._has_high or ext > self._highest:
             self._has_high = True
             self._highest = ext
-        self._observe_transit(arrival_ms - ts_ms)
+        self._observe_transit(arrival_ms - ts_ms, arrival_ms)
         self._r_seen[i] = ext
-        if self._has_cursor and ext < self._cursor:
+        if (self._has_cursor and ext < self._cursor
+                or self._state == ST_REBUFFERING and ts_ms <= self._covered + C_EPS):  # its slot went by as silence
             self._dropped_late += 1
             return P_LATE
         if self._level + size_bytes > self._capacity_ms * self._bpm and not self._make_room(ext, size_bytes, arrival_ms):
@@ -379,16 +392,40 @@ cdef class JitterBuffer:
         self._resyncs += 1
         self._mark()
 
-    cdef inline void _observe_transit(self, double transit) noexcept:
-        cdef double d
+    cdef inline void _observe_transit(self, double transit, double arrival) noexcept:
+        cdef double d, base
         if self._has_transit:
             d = fabs(transit - self._last_transit)
             self._jitter = self._jitter + (d - self._jitter) / 16.0
             self._mean_transit = self._mean_transit + (transit - self._mean_transit) / 16.0
+            if arrival >= self._b_start + C_BASE_BLOCK_MS:
+                if arrival >= self._b_start + 4 * C_BASE_BLOCK_MS:
+                    self._b_prev0 = self._b_prev1 = self._b_prev2 = C_INF   # a long silence: all of it is stale
+                    self._b_start = arrival
+                else:
+                    while arrival >= self._b_start + C_BASE_BLOCK_MS:
+                        self._b_prev2 = self._b_prev1
+                        self._b_prev1 = self._b_prev0
+                        self._b_prev0 = self._b_cur
+                        self._b_cur = C_INF
+                        self._b_start += C_BASE_BLOCK_MS
+                self._b_cur = transit
+            elif transit < self._b_cur:
+                self._b_cur = transit
         else:
             self._has_transit = True
             self._mean_transit = transit
+            self._b_start = arrival
+            self._b_cur = transit
         self._last_transit = transit
+        base = self._b_cur
+        if self._b_prev0 < base:
+            base = self._b_prev0
+        if self._b_prev1 < base:
+            base = self._b_prev1
+        if self._b_prev2 < base:
+            base = self._b_prev2
+        self._base = base
 
     cdef bint _make_room(self, int64_t ext, int64_t size, double t) noexcept:
         """Apply the overflow policy; True if the packet may now be stored."""
@@ -466,29 +503,67 @@ cdef class JitterBuffer:
         cdef int64_t i = s & self._mask
         return self._r_present[i] and self._r_seq[i] == s
 
+    cdef inline bint _full(self) noexcept:
+        return self._level + self._last_dur * self._bpm > self._capacity_ms * self._bpm
+
     cdef bint _can_start(self, double now) noexcept:
-        cdef double cap_bytes, prefetch, head_ts
+        cdef double head_ts
         if self._count == 0:
             return False
-        cap_bytes = self._capacity_ms * self._bpm
-        if self._level + self._last_dur * self._bpm > cap_bytes:
+        if self._full():
             return True                 # full: waiting longer would only overflow
-        prefetch = max(0.0, min(self._prefetch, self._capacity_ms - self._last_dur))
         head_ts = self._r_ts[self._low & self._mask]
-        return (self._level / self._bpm + C_EPS >= prefetch
-                and now + C_EPS >= head_ts + self._mean_transit + self._target_delay())
+        return self._prefetched() and now + C_EPS >= head_ts + self._restart_offset()
 
-    cdef void _start(self, double now) noexcept:
+    cdef inline double _reference(self) noexcept:
+        """The transit the delay is counted from: the base (lowest recent) fixed, the mean adaptive."""
+        return self._mean_transit if self._adaptive else self._base
+
+    cdef inline double _restart_offset(self) noexcept:
+        return self._reference() + self._target_delay()
+
+    cdef bint _prefetched(self) noexcept:
+        cdef double prefetch
+        if self._full():
+            return True
+        prefetch = max(0.0, min(self._prefetch, self._capacity_ms - self._last_dur))
+        return self._level / self._bpm + C_EPS >= prefetch
+
+    cdef void _start(self, double offset) noexcept:
         cdef int64_t head = self._low
         if self._has_cursor and head > self._cursor:
             self._lost += head - self._cursor
         self._has_cursor = True
         self._cursor = head
         self._next_ts = self._r_ts[head & self._mask]
-        self._offset = now - self._next_ts
-        self._anchor = self._offset - self._depth
+        self._offset = offset
+        self._anchor = offset - self._depth
         self._state = ST_PLAYING
         self._pending = False
+        self._held = False
+
+    cdef int _rebuffer(self, double now) noexcept:
+        """Ran dry: the slot clock runs on at the re-anchored offset; -1 once playout restarts."""
+        cdef double head_ts
+        cdef bint due
+        self._offset = self._restart_offset()
+        if self._count:
+            head_ts = self._r_ts[self._low & self._mask]
+            due = head_ts + self._offset <= now + C_EPS
+            if self._full() or (due and self._prefetched()):
+                # on its slot unless it waited for prefetch (held) or the buffer filled first
+                self._start(self._offset if due and not self._held else now - head_ts)
+                return -1
+            if due:                     # hold the head until prefetch is met: the delay grows by the wait
+                if self._slot_time <= now + C_EPS:
+                    self._held = True
+                    return self._underflow(now, self._slot_time)
+                return O_WAIT
+        if now - self._offset > self._covered:
+            self._covered = now - self._offset    # media time whose slot went by as silence: late if it comes
+        if self._slot_time <= now + C_EPS:
+            return self._underflow(now, self._slot_time)
+        return O_WAIT
 
     cdef void _adjust(self, double now) noexcept:
         """Move the playout offset toward its target at a packet boundary (see README)."""
@@ -514,15 +589,17 @@ cdef class JitterBuffer:
     cdef int _pop(self, double now_ms, int64_t* seq, double* wait) noexcept:
         cdef int64_t cur
         cdef double slot
+        cdef int st
         seq[0] = -1
         wait[0] = 0.0
-        if self._state != ST_PLAYING:
-            if self._can_start(now_ms):
-                self._start(now_ms)
-            elif self._state == ST_REBUFFERING and self._slot_time <= now_ms + C_EPS:
-                return self._underflow(now_ms, self._slot_time)
-            else:
+        if self._state == ST_BUFFERING:
+            if not self._can_start(now_ms):
                 return O_WAIT
+            self._start(now_ms - self._r_ts[self._low & self._mask])     # the head plays at once
+        elif self._state == ST_REBUFFERING:
+            st = self._rebuffer(now_ms)
+            if st != -1:
+                return st
         if self._pending:
             self._adjust(now_ms)
         cur = self._cursor
@@ -542,6 +619,7 @@ cdef class JitterBuffer:
             return O_LOST
         self._underflow_events += 1
         self._state = ST_REBUFFERING
+        self._covered = now_ms - self._restart_offset()
         return self._underflow(now_ms, slot)
 
     def pop(self, double now_ms):
@@ -677,7 +755,11 @@ cdef class JitterBuffer:
 
     @property
     def playout_delay_ms(self):
-        return self._offset - self._mean_transit if self._state == ST_PLAYING else 0.0
+        return self._offset - self._reference() if self._state == ST_PLAYING else 0.0
+
+    @property
+    def base_transit_ms(self):
+        return self._base
 
     @property
     def target_delay_ms(self):
@@ -711,6 +793,7 @@ cdef class JitterBuffer:
             "playout_offset_ms": self._offset, "playout_delay_ms": self.playout_delay_ms,
             "target_delay_ms": self._target_delay(), "jitter_ms": self._jitter,
             "mean_transit_ms": self._mean_transit,
+            "base_transit_ms": self._base,
         }
 
     def window(self, double now_ms):

@@ -23,6 +23,8 @@ JITTER_MULTIPLE = 4.0     # adaptive delay = 4 x RFC 3550 jitter (about 2% late 
 MAX_MISORDER = 100        # packets further behind the playout point than this may be a new stream
 SHRINK_AFTER_MS = 1000.0  # played audio with the level under half capacity before capacity shrinks
 EPS = 1e-6                # ms; absorbs float rounding in "is it due yet" comparisons
+BASE_BLOCK_MS = 500.0     # base transit = lowest transit in the current and the last 3 blocks of arrivals:
+BASE_BLOCKS = 4           # 1.5-2 s, longer than a stall, short enough to follow a route change
 _EMPTY = -(1 << 62)       # never a real sequence number
 
 
@@ -94,6 +96,12 @@ class JitterBuffer:
         self._last_transit = 0.0
         self._mean_transit = 0.0
         self._jitter = 0.0
+        self._base = 0.0                   # lowest recent transit: the fixed delay is measured from it
+        self._b_start = 0.0                # arrival time the current block began
+        self._b_cur = math.inf             # lowest transit in the current block
+        self._b_prev = [math.inf] * (BASE_BLOCKS - 1)   # the previous blocks', newest first
+        self._held = False                 # rebuffering: the head's slot came before prefetch was met
+        self._covered = 0.0                # rebuffering: media time played out as silence so far
 
     def _reset_counters(self) -> None:
         self._n = {k: 0 for k in (
@@ -131,7 +139,7 @@ class JitterBuffer:
         was_adaptive = old["adaptive_buffering"]
         self._cfg = new
         if was_adaptive and not new["adaptive_buffering"]:
-            self._anchor = self._mean_transit      # fixed delay measured from the mean arrival
+            self._anchor = self._base              # fixed delay measured from the base transit
         cap = new["buffer_size"] if new["buffer_size"] != old["buffer_size"] else self._capacity_ms
         self._set_capacity(min(max(cap, new["min_buffer_size"]), new["max_buffer_size"]))
         self._pending = self._state == PLAYING
@@ -239,9 +247,10 @@ class JitterBuffer:
         self._has_cand = False
         if not self._has_high or ext > self._highest:
             self._has_high, self._highest = True, ext
-        self._observe_transit(arrival_ms - ts_ms)
+        self._observe_transit(arrival_ms - ts_ms, arrival_ms)
         self._r_seen[i] = ext
-        if self._has_cursor and ext < self._cursor:
+        if (self._has_cursor and ext < self._cursor
+                or self._state == REBUFFERING and ts_ms <= self._covered + EPS):  # its slot went by as silence
             n["dropped_late"] += 1
             return LATE
         if self._level + size_bytes > self._capacity_ms * self._bpm and not self._make_room(ext, size_bytes, arrival_ms):
@@ -274,15 +283,33 @@ class JitterBuffer:
         self._n["resyncs"] += 1
         self._mark()
 
-    def _observe_transit(self, transit: float) -> None:
+    def _observe_transit(self, transit: float, arrival: float) -> None:
         if self._has_transit:
             d = abs(transit - self._last_transit)
             self._jitter = self._jitter + (d - self._jitter) / 16.0
             self._mean_transit = self._mean_transit + (transit - self._mean_transit) / 16.0
+            if arrival >= self._b_start + BASE_BLOCK_MS:
+                if arrival >= self._b_start + BASE_BLOCKS * BASE_BLOCK_MS:
+                    self._b_prev = [math.inf] * (BASE_BLOCKS - 1)     # a long silence: all of it is stale
+                    self._b_start = arrival
+                else:
+                    while arrival >= self._b_start + BASE_BLOCK_MS:
+                        self._b_prev = [self._b_cur] + self._b_prev[:-1]
+                        self._b_cur = math.inf
+                        self._b_start += BASE_BLOCK_MS
+                self._b_cur = transit
+            elif transit < self._b_cur:
+                self._b_cur = transit
         else:
             self._has_transit = True
             self._mean_transit = transit
+            self._b_start, self._b_cur = arrival, transit
         self._last_transit = transit
+        base = self._b_cur
+        for b in self._b_prev:
+            if b < base:
+                base = b
+        self._base = base
 
     def _make_room(self, ext: int, size: int, t: float) -> bool:
         """Apply the overflow policy; True if the packet may now be stored."""
@@ -357,28 +384,63 @@ class JitterBuffer:
         i = s & self._mask
         return self._r_present[i] and self._r_seq[i] == s
 
+    def _full(self) -> bool:
+        return self._level + self._last_dur * self._bpm > self._capacity_ms * self._bpm
+
     def _can_start(self, now: float) -> bool:
         if self._count == 0:
             return False
-        cap_bytes = self._capacity_ms * self._bpm
-        if self._level + self._last_dur * self._bpm > cap_bytes:
+        if self._full():
             return True                 # full: waiting longer would only overflow
-        prefetch = max(0.0, min(self._cfg["prefetch_ms"], self._capacity_ms - self._last_dur))
         head_ts = self._r_ts[self._low & self._mask]
-        return (self._level / self._bpm + EPS >= prefetch
-                and now + EPS >= head_ts + self._mean_transit + self._target_delay())
+        return self._prefetched() and now + EPS >= head_ts + self._restart_offset()
 
-    def _start(self, now: float) -> None:
+    def _reference(self) -> float:
+        """The transit the delay is counted from: the base (lowest recent) fixed, the mean adaptive."""
+        return self._mean_transit if self._cfg["adaptive_buffering"] else self._base
+
+    def _restart_offset(self) -> float:
+        return self._reference() + self._target_delay()
+
+    def _prefetched(self) -> bool:
+        if self._full():
+            return True
+        prefetch = max(0.0, min(self._cfg["prefetch_ms"], self._capacity_ms - self._last_dur))
+        return self._level / self._bpm + EPS >= prefetch
+
+    def _start(self, offset: float) -> None:
         head = self._low
         if self._has_cursor and head > self._cursor:
             self._n["lost"] += head - self._cursor
         self._has_cursor = True
         self._cursor = head
         self._next_ts = self._r_ts[head & self._mask]
-        self._offset = now - self._next_ts
-        self._anchor = self._offset - self._cfg["jitter_buffer_depth"]
+        self._offset = offset
+        self._anchor = offset - self._cfg["jitter_buffer_depth"]
         self._state = PLAYING
         self._pending = False
+        self._held = False
+
+    def _rebuffer(self, now: float) -> tuple[int, int, float] | None:
+        """Ran dry: the slot clock runs on at the re-anchored offset; None once playout restarts."""
+        self._offset = self._restart_offset()
+        if self._count:
+            head_ts = self._r_ts[self._low & self._mask]
+            due = head_ts + self._offset <= now + EPS
+            if self._full() or (due and self._prefetched()):
+                # on its slot unless it waited for prefetch (held) or the buffer filled first
+                self._start(self._offset if due and not self._held else now - head_ts)
+                return None
+            if due:                     # hold the head until prefetch is met: the delay grows by the wait
+                if self._slot_time <= now + EPS:
+                    self._held = True
+                    return self._underflow(now, self._slot_time)
+                return -1, WAIT, 0.0
+        if now - self._offset > self._covered:
+            self._covered = now - self._offset    # media time whose slot went by as silence: late if it comes
+        if self._slot_time <= now + EPS:
+            return self._underflow(now, self._slot_time)
+        return -1, WAIT, 0.0
 
     def _adjust(self, now: float) -> None:
         """Move the playout offset toward its target at a packet boundary (see README)."""
@@ -403,13 +465,14 @@ class JitterBuffer:
     def pop(self, now_ms: float) -> tuple[int, int, float]:
         """Next output item due at now_ms: (seq, PLAYED|LOST|UNDERFLOW|WAIT, wait_ms)."""
         now_ms = float(now_ms)
-        if self._state != PLAYING:
-            if self._can_start(now_ms):
-                self._start(now_ms)
-            elif self._state == REBUFFERING and self._slot_time <= now_ms + EPS:
-                return self._underflow(now_ms, self._slot_time)
-            else:
+        if self._state == BUFFERING:
+            if not self._can_start(now_ms):
                 return -1, WAIT, 0.0
+            self._start(now_ms - self._r_ts[self._low & self._mask])     # the head plays at once
+        elif self._state == REBUFFERING:
+            item = self._rebuffer(now_ms)
+            if item is not None:
+                return item
         if self._pending:
             self._adjust(now_ms)
         cur = self._cursor
@@ -428,6 +491,7 @@ class JitterBuffer:
             return cur, LOST, 0.0
         self._n["underflow_events"] += 1
         self._state = REBUFFERING
+        self._covered = now_ms - self._restart_offset()
         return self._underflow(now_ms, slot)
 
     def _underflow(self, now: float, slot: float) -> tuple[int, int, float]:
@@ -526,7 +590,11 @@ class JitterBuffer:
 
     @property
     def playout_delay_ms(self) -> float:
-        return self._offset - self._mean_transit if self._state == PLAYING else 0.0
+        return self._offset - self._reference() if self._state == PLAYING else 0.0
+
+    @property
+    def base_transit_ms(self) -> float:
+        return self._base
 
     @property
     def target_delay_ms(self) -> float:
@@ -552,7 +620,7 @@ class JitterBuffer:
                    level_ms=self.level_ms, level_percent=self._pct(), packets=self._count,
                    playout_offset_ms=self._offset, playout_delay_ms=self.playout_delay_ms,
                    target_delay_ms=self._target_delay(), jitter_ms=self._jitter,
-                   mean_transit_ms=self._mean_transit)
+                   mean_transit_ms=self._mean_transit, base_transit_ms=self._base)
         return out
 
     def window(self, now_ms: float) -> dict[str, float]:

@@ -135,17 +135,36 @@ def test_corrupted_packet_is_counted_and_its_slot_concealed(jb_mod):
 
 
 def test_running_dry_counts_one_underflow_per_empty_slot_then_refetches(jb_mod):
-    pk = [(k, 20.0 * k, 20.0 * k + (10 if k < 10 else 210), PKT, False) for k in range(20)]
+    # a stall: packets 10..19 are held up and arrive together at 410, packet 20 on time again
+    pk = [(k, 20.0 * k, 410.0 if 10 <= k < 20 else 20.0 * k + 10, PKT, False) for k in range(30)]
     jb = fixed(jb_mod, prefetch_ms=40, jitter_buffer_depth=40)
-    _, out = drive(jb, pk, 440)
+    pushes, out = drive(jb, pk, 440)
     under = [o[0] for o in out if o[2] == jitter_py.UNDERFLOW]
-    # offset 60 (start at tick 60): slot of packet 10 is 260 and it arrives at 410; 40 ms of prefetch is
-    # buffered again at 430, so the slots 260..420 are silence and playout resumes at 440
-    assert under == [260.0 + 20 * k for k in range(9)]
-    assert out[-1][:3] == (440.0, 10, jitter_py.PLAYED)
+    # offset 60 (start at tick 60): the slot of packet 10 is 260. Dry, the slot clock runs on re-anchored at
+    # base transit 10 + depth 40: by the tick at 400 the media time up to 350 has gone by as silence, so the
+    # burst's packets 10..17 are late; 18 (slot 410) and 19 are not, and with 40 ms buffered playout resumes
+    assert under == [260.0 + 20 * k for k in range(8)]
+    assert [s for s, st in pushes if st == jitter_py.LATE] == list(range(10, 18))
+    assert out[-2:] == [(420.0, 18, jitter_py.PLAYED, 10.0), (440.0, 19, jitter_py.PLAYED, 30.0)]
     c = jb.counters()
-    assert c["underflow_count"] == 9 and c["underflow_events"] == 1 and c["last_underflow_ms"] == 420.0
-    assert c["lost"] == 0 and jb.state == jitter_py.PLAYING
+    assert c["underflow_count"] == 8 and c["underflow_events"] == 1 and c["last_underflow_ms"] == 400.0
+    assert c["dropped_late"] == 8 and c["lost"] == 8 and jb.state == jitter_py.PLAYING
+    assert jb.playout_offset_ms == 50.0 and jb.playout_delay_ms == 40.0     # the depth, not the stall
+
+
+def test_a_lasting_route_change_is_followed_once_the_base_transit_window_has_passed(jb_mod):
+    # transit 10 ms, then 210 ms for good: until the faster transits leave the base window (four blocks of
+    # 500 ms of arrivals) the slower packets are late; then the buffer re-anchors at 210 + depth
+    pk = [(k, 20.0 * k, 20.0 * k + (10 if k < 10 else 210), PKT, False) for k in range(200)]
+    jb = fixed(jb_mod, prefetch_ms=40, jitter_buffer_depth=40)
+    _, out = drive(jb, pk, 200 * 20.0 + 400)
+    played = [o for o in out if o[2] == jitter_py.PLAYED]
+    resumed = [o for o in played if o[1] >= 10]
+    assert [o[1] for o in played[:10]] == list(range(10))
+    assert resumed and resumed[0][0] >= 2000.0          # not before the 10 ms transits are forgotten
+    assert {o[3] for o in resumed} == {50.0}            # then all wait the depth (slot ts + 250, next tick)
+    assert [o[1] for o in resumed] == list(range(resumed[0][1], 200))
+    assert jb.base_transit_ms == 210.0 and jb.playout_offset_ms == 250.0   # ran dry at the end: still anchored
 
 
 def test_empty_buffer_before_the_first_packet_is_not_an_underflow(jb_mod):
@@ -237,6 +256,80 @@ def test_deeper_buffer_trades_latency_for_fewer_underflows_and_late_drops(jb_mod
     assert deep["dropped_late"] < shallow["dropped_late"] / 10
     assert deep["lost"] < shallow["lost"]
     assert wait_deep > wait_shallow + 100
+
+
+def stalled(n: int, seed: int, mean_jitter: float = 6.0):
+    """FIFO path, exponential queueing, and every few seconds a stall of 120-260 ms that releases a burst."""
+    rng = np.random.default_rng(seed)
+    ts = 20.0 * np.arange(n)
+    arr = ts + 40.0 + rng.exponential(mean_jitter, n)
+    k = 75
+    while k < n:
+        end = arr[k] + rng.uniform(120.0, 260.0)
+        j = k
+        while j < n and arr[j] < end:
+            arr[j] = end + 0.1 * (j - k)
+            j += 1
+        k += int(rng.integers(75, 225))
+    arr = np.maximum.accumulate(arr)
+    return [(k, float(ts[k]), float(arr[k]), PKT, False) for k in range(n)]
+
+
+def run_delay(jb, pk) -> tuple[dict, float, float]:
+    """Drive on 20 ms ticks; mean delay in force (offset - base transit) while playing, mean wait of played."""
+    delays, waits = [], []
+    k, t = 0, 0.0
+    while t < pk[-1][2] + 200:
+        while k < len(pk) and pk[k][2] <= t:
+            jb.push(*pk[k])
+            k += 1
+        while (item := jb.pop(t))[1] != jitter_py.WAIT:
+            if item[1] == jitter_py.PLAYED:
+                waits.append(item[2])
+        if jb.state == jitter_py.PLAYING:
+            delays.append(jb.playout_offset_ms - jb.base_transit_ms)
+        t += 20.0
+    return jb.counters(), float(np.mean(delays)), float(np.mean(waits))
+
+
+def test_fixed_depth_is_the_playout_delay_through_stalls_and_underflows(jb_mod):
+    # Before the fix each underflow restarted playout at the first (late) packet of the stall's burst and
+    # the fixed offset kept that: every depth ended near the longest stall (~250 ms) on this stream.
+    pk = stalled(6000, seed=1)
+    res = {d: run_delay(fixed(jb_mod, jitter_buffer_depth=d, prefetch_ms=0), pk) for d in (10, 40, 200)}
+    for depth, (c, delay, wait) in res.items():
+        assert abs(delay - depth) < 1.5, (depth, delay)
+        # a packet waits the depth less its queueing (mean 6 ms) plus up to one 20 ms tick
+        assert depth - 10.0 < wait < depth + 20.0, (depth, wait)
+        assert c["underflow_events"] >= 10 and c["dropped_late"] > 0, depth      # several stalls went by
+    assert res[10][2] + 20 < res[40][2] and res[40][2] + 120 < res[200][2]
+    assert res[10][0]["underflow_events"] > res[40][0]["underflow_events"] > res[200][0]["underflow_events"]
+
+
+def test_adaptive_delay_rises_in_a_jitter_burst_and_falls_back_after_it(jb_mod):
+    rng = np.random.default_rng(2)
+    ts = 20.0 * np.arange(6000)
+    arr = ts + 40.0 + rng.exponential(np.where((ts >= 40000) & (ts < 80000), 40.0, 2.0))
+    for k in range(2100, 3900, 300):                     # stalls inside the burst, too
+        arr[k:][arr[k:] < arr[k] + 250] = arr[k] + 250
+    arr = np.maximum.accumulate(arr)
+    pk = [(k, float(ts[k]), float(arr[k]), PKT, False) for k in range(6000)]
+    jb = jb_mod.JitterBuffer(prefetch_ms=0, jitter_buffer_depth=400, playout_delay=30, adaptive_buffering=True)
+    k, t, delay = 0, 0.0, {}
+    while t < pk[-1][2]:
+        while k < len(pk) and pk[k][2] <= t:
+            jb.push(*pk[k])
+            k += 1
+        while jb.pop(t)[1] != jitter_py.WAIT:
+            pass
+        if jb.state == jitter_py.PLAYING:
+            delay.setdefault(int(t // 20000), []).append(jb.playout_delay_ms)
+        t += 20.0
+    phase = {p: float(np.mean(v)) for p, v in delay.items()}
+    # the floor (30) plus what the half-packet band lets the start's tick rounding keep; 4 x J in the burst
+    assert phase[1] < 30.0 + 12 and phase[2] > 80.0 and phase[3] > 80.0
+    assert phase[5] < 30.0 + 12 and phase[5] < phase[3] - 40                  # and back to the floor
+    assert jb.target_delay_ms == 30.0 and jb.counters()["underflow_events"] >= 3
 
 
 def test_adaptive_delay_follows_measured_jitter_within_its_bounds(jb_mod):
