@@ -11,11 +11,15 @@ Each value follows its catalog `measured` sentence; notes where a choice had to 
   no packet played keeps the previous window's per-window values.
 - Packet loss after FEC: loss_count = RFC 3550 unique loss - FEC reconstructions (those
   later also received excluded); sent_count = extended highest - base + 1 (expected).
-- Sizes/throughput/overhead count every received byte (media, parity, duplicates and
-  corrupted packets, 40 header bytes each, 14 more per parity); avg_size spreads parity
-  bytes over the media packets (the "FEC share"); efficiency = goodput / throughput, which
-  can exceed 1 in a window that plays buffered audio received earlier: capped at the
-  catalog's 1 since the definition is a share.
+- Packet sizes, throughput, goodput, overhead and efficiency are all over one population:
+  the packets received in the window (media, parity, retransmissions, duplicates and
+  corrupted packets, each at its on-the-wire size: payload + 40 header bytes, + 14 FEC
+  header bytes on parity). Goodput is the payload of the distinct intact media packets
+  among them, so goodput <= throughput and efficiency = 1 - overhead share hold by
+  construction. Sizes, overhead and efficiency are None (null) in a window that received
+  nothing: a ratio with nothing to divide by has no value.
+- pesq_score is None until the first score; performance.cache_hits is the cumulative hit
+  ratio (None before the first lookup).
 - MOS (estimate): E-model on the rolling mean end-to-end latency and the share and
   burstiness of concealed playout slots over the last 500 slots (agent/measure/emodel.py).
 """
@@ -47,7 +51,7 @@ class PointMeter:
         self._held: dict[str, float] = {"end_to_end": 0.0, "network": 0.0, "buffer": 0.0,
                                         "max_latency": 0.0, "min_latency": 0.0}
         self.p.receiver.jb.reset_window(0.0)
-        self.pesq = 1.0  # replaced by the first computed score (the agent computes one before its first sample)
+        self.pesq: float | None = None  # the latest PESQ score, set by the agent's worker; None until the first
 
     def sample(self, now_ms: float, host: dict[str, Any]) -> dict[str, Any]:
         """Every metric as {catalog key: value}; resets the window."""
@@ -66,7 +70,7 @@ class PointMeter:
         perf = dict(host)
         hits, misses = p.chain.cache_stats()
         perf.update(processing_time_ms=audio.step_s * 1000.0, queue_depth=p.network.in_flight,
-                    cache_hits=hits / (hits + misses) if hits + misses else 0.0)
+                    cache_hits=hits / (hits + misses) if hits + misses else None)
         flat.update({f"performance.{k}": v for k, v in perf.items()})
         self._window_start_ms = now_ms
         return flat
@@ -135,8 +139,10 @@ class PointMeter:
         expected = int(st.expected)
         lost = max(0, int(st.lost_unique) - (rx.corrected - rx.corrected_then_received))
         seconds = max(now_ms - self._window_start_ms, 1e-9) / 1000.0
-        throughput = win.wire_bytes * 8 / seconds / 1000.0
-        goodput = win.played_payload_bytes * 8 / seconds / 1000.0
+        packets = win.media_packets + win.parity_packets  # every packet received in the window
+        wire, useful = win.wire_bytes, win.payload_bytes  # on-the-wire bytes; payload of the distinct intact media
+        throughput = wire * 8 / seconds / 1000.0
+        goodput = useful * 8 / seconds / 1000.0
         return {
             "packet.loss_rate": min(1.0, lost / expected) if expected > 0 else 0.0,
             "packet.loss_count": lost,
@@ -145,13 +151,13 @@ class PointMeter:
             "packet.duplicate_count": int(st.duplicates),
             "packet.out_of_order_count": int(st.out_of_order),
             "packet.corrected_count": int(rx.corrected),
-            "packet.avg_size": win.wire_bytes / win.media_packets if win.media_packets else 0.0,
-            "packet.max_size": int(win.max_wire),
-            "packet.min_size": int(win.min_wire),
+            "packet.avg_size": wire / packets if packets else None,
+            "packet.max_size": int(win.max_wire) if packets else None,
+            "packet.min_size": int(win.min_wire) if packets else None,
             "packet.throughput_kbps": throughput,
             "packet.goodput_kbps": goodput,
-            "packet.overhead_percent": (win.wire_bytes - win.payload_bytes) / win.wire_bytes * 100.0 if win.wire_bytes else 0.0,
-            "packet.efficiency": min(1.0, goodput / throughput) if throughput > 0 else 0.0,
+            "packet.overhead_percent": (wire - useful) / wire * 100.0 if wire else None,
+            "packet.efficiency": useful / wire if wire else None,
         }
 
     def _mos(self, delay_ms: float) -> float:
