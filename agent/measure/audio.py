@@ -1,8 +1,8 @@
 """Audio-quality metrics of one extension's processed output, computed once per sample window.
 
 Per window (7-8 frames of 20 ms): levels, zero-crossing rate, clipping, silence and the
-spectrum (centroid, roll-off) straight from the samples; an energy + zero-crossing voice
-activity detector per 20 ms frame splits speech from noise (SNR, noise level, VAR); THD
+spectrum (centroid, roll-off) straight from the samples; a statistical-model voice activity
+detector per 20 ms frame (agent/measure/vad.py) splits speech from noise (SNR, noise level, VAR); THD
 comes from the spectrum of the longest voiced run; SINAD and the frequency-response
 deviation compare the output with the clean reference aligned sample by sample (the
 receiver's media indices shifted by the chain's algorithmic delay). Quantities a window
@@ -15,14 +15,11 @@ import math
 
 import numpy as np
 
+from agent.measure.vad import VoiceActivityDetector
+
 SAMPLE_RATE = 16000
 FRAME = 320
 _FLOOR_DB = -120.0
-_VAD_MARGIN_DB = 9.0         # speech: this far above the tracked noise floor
-_VAD_UNVOICED_MARGIN_DB = 4.0  # ...or this far with a high zero-crossing rate (fricatives)
-_VAD_ABS_MIN_DB = -75.0      # anything quieter is never speech
-_FLOOR_RISE_DB = 0.1         # noise floor creeps up this much per frame (5 dB/s)
-_DIGITAL_SILENCE_DB = -100.0  # frames below this (gated, concealed by silence) do not move the floor
 _VOICED_ZCR = 0.15
 _ROLLOFF = 0.85
 # Ten log-spaced bands from 62.5 Hz to 8 kHz (0.7 octave each: 16 kHz audio has seven octaves of speech band).
@@ -36,7 +33,8 @@ def db(power: float) -> float:
 
 class AudioMeter:
     def __init__(self) -> None:
-        self.noise_floor_db = -60.0
+        self.vad = VoiceActivityDetector()
+        self._sums = np.zeros(4)     # speech energy, speech frames, noise energy, noise frames
         self.speech_pow = 0.0
         self.noise_pow = 0.0
         self.thd = 0.0
@@ -75,19 +73,17 @@ class AudioMeter:
 
     def _vad(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         energy = np.mean(frames * frames, axis=1)
-        e_db = 10 * np.log10(np.maximum(energy, 1e-12))
         zcr = np.count_nonzero(np.diff(np.signbit(frames), axis=1), axis=1) / (FRAME - 1)
-        speech = np.zeros(len(frames), dtype=bool)
-        for i, e in enumerate(e_db):  # the floor tracker is sequential; 7-8 frames per window
-            floor = self.noise_floor_db
-            speech[i] = e > _VAD_ABS_MIN_DB and (e > floor + _VAD_MARGIN_DB or
-                                                  (zcr[i] > 0.3 and e > floor + _VAD_UNVOICED_MARGIN_DB))
-            if e > _DIGITAL_SILENCE_DB:
-                self.noise_floor_db = e if e < floor else floor + _FLOOR_RISE_DB
-        if speech.any():
-            self.speech_pow += _EMA * (float(np.mean(energy[speech])) - self.speech_pow)
-        if (~speech).any():
-            self.noise_pow += _EMA * (float(np.mean(energy[~speech])) - self.noise_pow)
+        speech = self.vad.classify(frames)
+        # Running sums of frame energy and frame counts (about 1 s): every frame weighs the same,
+        # whether its window held one speech frame or eight.
+        self._sums += _EMA * (np.array([energy[speech].sum(), speech.sum(), energy[~speech].sum(), (~speech).sum()])
+                              - self._sums)
+        e_sp, n_sp, e_no, n_no = self._sums
+        if n_sp > 0:
+            self.speech_pow = float(e_sp / n_sp)
+        if n_no > 0:
+            self.noise_pow = float(e_no / n_no)
         return speech, zcr
 
     def _snr(self) -> float:
@@ -95,7 +91,9 @@ class AudioMeter:
             return 0.0
         if self.noise_pow <= 1e-12:
             return 120.0  # digital silence between words (a closed gate): the catalog's ceiling
-        return max(-60.0, min(120.0, 10 * math.log10(self.speech_pow / self.noise_pow)))
+        # Speech frames carry the noise too: their power minus the noise power is the speech's.
+        speech = max(self.speech_pow - self.noise_pow, 1e-12 * self.noise_pow)
+        return max(-60.0, min(120.0, 10 * math.log10(speech / self.noise_pow)))
 
     def _update_thd(self, frames: np.ndarray, speech: np.ndarray, zcr: np.ndarray) -> None:
         """THD-R of the longest run of voiced frames (at least 40 ms, so harmonics are resolved)."""
