@@ -97,7 +97,7 @@ cdef class JitterBuffer:
     cdef int _state
     cdef int64_t _count, _level, _low, _high, _cursor, _highest, _cand
     cdef bint _has_cursor, _pending, _has_high, _has_cand, _has_transit
-    cdef double _next_ts, _offset, _anchor, _slot_time, _quiet_ms, _last_dur, _capacity_ms
+    cdef double _next_ts, _offset, _anchor, _anchor_base, _slot_time, _quiet_ms, _last_dur, _capacity_ms
     cdef double _last_transit, _mean_transit, _jitter
     cdef double _base, _b_start, _b_cur, _b_prev0, _b_prev1, _b_prev2, _covered
     cdef bint _held
@@ -179,6 +179,7 @@ cdef class JitterBuffer:
         self._next_ts = 0.0
         self._offset = 0.0
         self._anchor = 0.0
+        self._anchor_base = 0.0            # base transit when the fixed offset was anchored
         self._slot_time = 0.0
         self._pending = False
         self._quiet_ms = 0.0
@@ -243,7 +244,7 @@ cdef class JitterBuffer:
         self._max_ms = new["max_buffer_size"]
         self._min_ms = new["min_buffer_size"]
         if was_adaptive and not self._adaptive:
-            self._anchor = self._base              # fixed delay measured from the base transit
+            self._anchor = self._anchor_base = self._base     # fixed delay measured from the base transit
         cap = new["buffer_size"] if new["buffer_size"] != old["buffer_size"] else self._capacity_ms
         self._set_capacity(min(max(cap, self._min_ms), self._max_ms))
         self._pending = self._state == ST_PLAYING
@@ -538,6 +539,7 @@ cdef class JitterBuffer:
         self._next_ts = self._r_ts[head & self._mask]
         self._offset = offset
         self._anchor = offset - self._depth
+        self._anchor_base = self._base
         self._state = ST_PLAYING
         self._pending = False
         self._held = False
@@ -577,6 +579,10 @@ cdef class JitterBuffer:
             self._advance(now)
             self._grow_for_delay()
         else:
+            if self._anchor_base - self._base > half:
+                # the path got faster, or playout started on slow packets: follow the base down
+                self._anchor -= self._anchor_base - self._base
+                self._anchor_base = self._base
             desired = self._anchor + self._depth
             band = C_EPS
         diff = desired - self._offset

@@ -85,6 +85,7 @@ class JitterBuffer:
         self._next_ts = 0.0
         self._offset = 0.0
         self._anchor = 0.0
+        self._anchor_base = 0.0            # base transit when the fixed offset was anchored
         self._slot_time = 0.0
         self._pending = False
         self._quiet_ms = 0.0
@@ -139,7 +140,7 @@ class JitterBuffer:
         was_adaptive = old["adaptive_buffering"]
         self._cfg = new
         if was_adaptive and not new["adaptive_buffering"]:
-            self._anchor = self._base              # fixed delay measured from the base transit
+            self._anchor = self._anchor_base = self._base     # fixed delay measured from the base transit
         cap = new["buffer_size"] if new["buffer_size"] != old["buffer_size"] else self._capacity_ms
         self._set_capacity(min(max(cap, new["min_buffer_size"]), new["max_buffer_size"]))
         self._pending = self._state == PLAYING
@@ -417,6 +418,7 @@ class JitterBuffer:
         self._next_ts = self._r_ts[head & self._mask]
         self._offset = offset
         self._anchor = offset - self._cfg["jitter_buffer_depth"]
+        self._anchor_base = self._base
         self._state = PLAYING
         self._pending = False
         self._held = False
@@ -452,6 +454,10 @@ class JitterBuffer:
             self._advance(now)
             self._grow_for_delay()
         else:
+            if self._anchor_base - self._base > half:
+                # the path got faster, or playout started on slow packets: follow the base down
+                self._anchor -= self._anchor_base - self._base
+                self._anchor_base = self._base
             desired = self._anchor + self._cfg["jitter_buffer_depth"]
             band = EPS
         diff = desired - self._offset

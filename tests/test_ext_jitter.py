@@ -152,6 +152,18 @@ def test_running_dry_counts_one_underflow_per_empty_slot_then_refetches(jb_mod):
     assert jb.playout_offset_ms == 50.0 and jb.playout_delay_ms == 40.0     # the depth, not the stall
 
 
+def test_fixed_delay_follows_the_base_transit_down_without_an_underflow(jb_mod):
+    # playout starts on slow packets (transit 60), then the path is faster (10): the fixed offset comes down
+    # to 10 + depth a quarter packet per packet, skipping nothing, instead of keeping 60 + depth for good
+    pk = [(k, 20.0 * k, 20.0 * k + (60 if k < 5 else 10), PKT, False) for k in range(100)]
+    jb = fixed(jb_mod, jitter_buffer_depth=40)
+    _, out = drive(jb, pk, 1500)
+    assert out[0][:3] == (100.0, 0, jitter_py.PLAYED)
+    assert jb.playout_offset_ms == 50.0 and jb.playout_delay_ms == 40.0 and jb.base_transit_ms == 10.0
+    assert [o[1] for o in out] == list(range(len(out))) and all(o[2] == jitter_py.PLAYED for o in out)
+    assert len({o[0] for o in out}) < len(out)          # catching up: some ticks played two packets
+
+
 def test_a_lasting_route_change_is_followed_once_the_base_transit_window_has_passed(jb_mod):
     # transit 10 ms, then 210 ms for good: until the faster transits leave the base window (four blocks of
     # 500 ms of arrivals) the slower packets are late; then the buffer re-anchors at 210 + depth
