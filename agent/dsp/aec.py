@@ -14,7 +14,10 @@ NLP_THRESHOLDS = {"conservative": 0.8, "moderate": 0.5, "aggressive": 0.2}
 SUPPRESSION_DB = {"low": 6.0, "moderate": 12.0, "high": 24.0}
 STEP = 0.12                # NLMS step size (per bin, normalised by the far-end power)
 POWER_SMOOTHING = 0.9      # far-end power estimate the step is normalised by
-GEIGEL = 0.5               # double talk when |mic| peaks above this fraction of the far-end peak
+GEIGEL = 0.5               # double talk when |mic| peaks above this fraction of the far-end peak ...
+DT_RATIO_DB = 15.0         # ... or when mic power exceeds by 15 dB what the echo path usually returns:
+ERL_STEP_DB = 1.0          # the 20th percentile of the mic/far power ratio while the far end talks,
+ERL_QUANTILE = 0.2         # tracked in dB (down 1 dB per frame below it, up 0.25 dB above) from 0 dB
 DOUBLE_TALK_HANGOVER = 3   # frames adaptation stays frozen after double talk
 ADOPT_RATIO = 0.8          # background error this much below the foreground's: copy it over
 ERROR_SMOOTHING = 0.85     # per-frame smoothing of the error energies the arbitration compares
@@ -29,7 +32,8 @@ class EchoCanceller(Stage):
     The linear filter is a partitioned-block frequency-domain adaptive filter (overlap-save,
     block = frame): a 200 ms tail at 16 kHz is 10 partitions of 320 taps, updated with one
     batched FFT per frame instead of a 3200-tap per-sample loop. A background filter adapts
-    (frozen during Geigel-detected double talk) and a foreground filter produces the output:
+    (frozen during double talk: Geigel, or a mic well above the tracked echo-path ratio, which
+    catches a talker over a faint echo) and a foreground filter produces the output:
     it takes the background's weights when they cancel better, and a background that
     diverged is restored from it. The non-linear processor then attenuates frames whose
     energy is mostly predicted echo, and comfort noise fills what it removed.
@@ -47,6 +51,8 @@ class EchoCanceller(Stage):
         self._Wf = np.zeros((0, b + 1), dtype=complex)  # foreground filter: produces the output
         self._tap_mask = np.ones((0, 2 * b))
         self._far_peaks: list[float] = []
+        self._far_pows: list[float] = []
+        self._erl_db = 0.0  # low percentile of the mic/far power ratio (echo path + noise); 0 dB: Geigel alone
         self._dt_hang = 0
         self._power = np.zeros(b + 1)
         self._err_bg = self._err_fg = self._mic_e = 0.0
@@ -82,6 +88,7 @@ class EchoCanceller(Stage):
         self._Wf = np.fft.rfft(np.fft.irfft(self._Wf, 2 * b, axis=1) * mask, axis=1)
         self._tap_mask, self.taps = mask, taps
         self._far_peaks = self._far_peaks[-parts:]
+        self._far_pows = self._far_pows[-parts:]
 
     @property
     def active(self) -> bool:
@@ -111,14 +118,27 @@ class EchoCanceller(Stage):
         self._X[0] = x0 = np.fft.rfft(self._xbuf)
         self._power = POWER_SMOOTHING * self._power + (1 - POWER_SMOOTHING) * (x0.real ** 2 + x0.imag ** 2)
         self._far_peaks = (self._far_peaks + [float(np.max(np.abs(far)))])[-len(self._W):]
+        self._far_pows = (self._far_pows + [float(np.dot(far, far)) / len(far)])[-len(self._W):]
 
     def _echo(self, W: np.ndarray) -> np.ndarray:
         b = self.frame_samples
         return np.fft.irfft(np.einsum("pk,pk->k", W, self._X), 2 * b)[b:]
 
+    def _double_talk(self, mic: np.ndarray) -> bool:
+        """Near speech on top of the echo: Geigel (mic peaks near the far-end peaks), or a mic much
+        louder than the echo path usually returns of the far end. The second test matters when
+        the echo is faint: near speech then never reaches half the far-end peak, and adapting on
+        it would teach the filter to cancel the talker."""
+        span = sum(self._far_pows) / len(self._far_pows)
+        ratio_db = 10.0 * math.log10((float(np.dot(mic, mic)) / len(mic) + 1e-20) / (span + 1e-20))
+        erl = self._erl_db
+        geigel = float(np.max(np.abs(mic))) > GEIGEL * max(self._far_peaks)
+        self._erl_db = erl - ERL_STEP_DB if ratio_db < erl else erl + ERL_STEP_DB * ERL_QUANTILE / (1 - ERL_QUANTILE)
+        return geigel or ratio_db > erl + DT_RATIO_DB
+
     def _adapt(self, mic: np.ndarray, e: np.ndarray) -> None:
-        """One NLMS step of the background filter, skipped during (Geigel-detected) double talk."""
-        if float(np.max(np.abs(mic))) > GEIGEL * max(self._far_peaks):
+        """One NLMS step of the background filter, skipped during double talk."""
+        if self._double_talk(mic):
             self._dt_hang = DOUBLE_TALK_HANGOVER
         if self._dt_hang > 0:
             self._dt_hang -= 1
