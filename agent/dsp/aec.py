@@ -46,7 +46,9 @@ class EchoCanceller(Stage):
         b = self.frame_samples
         self._rng = np.random.default_rng(self.seed)
         self._xbuf = np.zeros(2 * b)
-        self._X = np.zeros((0, b + 1), dtype=complex)
+        self._Xbuf = np.zeros((0, b + 1), dtype=complex)  # far-end spectra, twice over: see _push_far
+        self._head = 0
+        self._constrain_next = 0
         self._W = np.zeros((0, b + 1), dtype=complex)   # background filter: adapts every frame
         self._Wf = np.zeros((0, b + 1), dtype=complex)  # foreground filter: produces the output
         self._tap_mask = np.ones((0, 2 * b))
@@ -83,7 +85,8 @@ class EchoCanceller(Stage):
             new = np.zeros((parts, b + 1), dtype=complex)
             new[:keep] = old[:keep]
             resized.append(new)
-        self._W, self._Wf, self._X = resized
+        self._W, self._Wf = resized[:2]
+        self._Xbuf, self._head = np.concatenate((resized[2], resized[2])), 0
         self._W = np.fft.rfft(np.fft.irfft(self._W, 2 * b, axis=1) * mask, axis=1)
         self._Wf = np.fft.rfft(np.fft.irfft(self._Wf, 2 * b, axis=1) * mask, axis=1)
         self._tap_mask, self.taps = mask, taps
@@ -102,27 +105,41 @@ class EchoCanceller(Stage):
             raise ValueError(f"far_end must have {len(x)} samples like the frame, got {far.shape}")
         self._push_far(far)
         far_active = max(self._far_peaks) > FAR_SILENT_RMS
-        echo = self._echo(self._Wf)
-        e = x - echo
         if far_active:
-            e_bg = x - self._echo(self._W)
+            echo, echo_bg = self._echoes(self._Wf, self._W)
+            e, e_bg = x - echo, x - echo_bg
             self._adapt(x, e_bg)
             e, echo = self._arbitrate(x, e, echo, e_bg)
+        else:
+            echo = self._echoes(self._Wf)[0]
+            e = x - echo
         self._track_noise(e)
         return self._nlp(x, e, echo, far_active)
 
-    def _push_far(self, far: np.ndarray) -> None:
-        b = self.frame_samples
-        self._xbuf = np.concatenate((self._xbuf[b:], far))
-        self._X = np.roll(self._X, 1, axis=0)
-        self._X[0] = x0 = np.fft.rfft(self._xbuf)
-        self._power = POWER_SMOOTHING * self._power + (1 - POWER_SMOOTHING) * (x0.real ** 2 + x0.imag ** 2)
-        self._far_peaks = (self._far_peaks + [float(np.max(np.abs(far)))])[-len(self._W):]
-        self._far_pows = (self._far_pows + [float(np.dot(far, far)) / len(far)])[-len(self._W):]
+    @property
+    def _X(self) -> np.ndarray:
+        """Far-end spectra of the partitions, newest first (a view, no copy)."""
+        return self._Xbuf[self._head:self._head + len(self._W)]
 
-    def _echo(self, W: np.ndarray) -> np.ndarray:
+    def _push_far(self, far: np.ndarray) -> None:
+        """Every spectrum is stored at head and head + P, so rows head .. head + P - 1 are always the
+        partitions newest first: a new frame moves the head instead of rolling the matrix."""
+        b, parts = self.frame_samples, len(self._W)
+        self._xbuf[:b] = self._xbuf[b:]
+        self._xbuf[b:] = far
+        x0 = np.fft.rfft(self._xbuf)
+        self._head = (self._head - 1) % parts
+        self._Xbuf[self._head] = self._Xbuf[self._head + parts] = x0
+        self._power = POWER_SMOOTHING * self._power + (1 - POWER_SMOOTHING) * (x0.real ** 2 + x0.imag ** 2)
+        self._far_peaks = (self._far_peaks + [float(np.max(np.abs(far)))])[-parts:]
+        self._far_pows = (self._far_pows + [float(np.dot(far, far)) / len(far)])[-parts:]
+
+    def _echoes(self, *filters: np.ndarray) -> np.ndarray:
+        """The echo estimate of each filter for this frame (one inverse FFT call for all)."""
         b = self.frame_samples
-        return np.fft.irfft(np.einsum("pk,pk->k", W, self._X), 2 * b)[b:]
+        X = self._X
+        spectra = np.stack([np.einsum("pk,pk->k", W, X) for W in filters])
+        return np.fft.irfft(spectra, 2 * b, axis=1)[:, b:]
 
     def _double_talk(self, mic: np.ndarray) -> bool:
         """Near speech on top of the echo: Geigel (mic peaks near the far-end peaks), or a mic much
@@ -145,8 +162,20 @@ class EchoCanceller(Stage):
             return
         b = self.frame_samples
         E = np.fft.rfft(np.concatenate((np.zeros(b), e)))
-        grad = np.conj(self._X) * (E * (STEP / (self._power + 1e-7 * 2 * b)))
-        self._W = np.fft.rfft(np.fft.irfft(self._W + grad, 2 * b, axis=1) * self._tap_mask, axis=1)
+        self._W += np.conj(self._X) * (E * (STEP / (self._power + 1e-7 * 2 * b)))
+        self._constrain()
+
+    def _constrain(self) -> None:
+        """Gradient constraint (taps beyond each partition's b zeroed) on partition 0 and one other
+        per frame in turn, as Speex's AUMDF does: the full constraint costs two FFTs per partition
+        per frame, and the partitions left unconstrained for a few frames converge the same."""
+        b, parts = self.frame_samples, len(self._W)
+        rows = [0]
+        if parts > 1:
+            rows.append(1 + self._constrain_next % (parts - 1))
+            self._constrain_next += 1
+        taps = np.fft.irfft(self._W[rows], 2 * b, axis=1) * self._tap_mask[rows]
+        self._W[rows] = np.fft.rfft(taps, axis=1)
 
     def _arbitrate(self, mic: np.ndarray, e_fg: np.ndarray, echo_fg: np.ndarray,
                    e_bg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
