@@ -9,7 +9,7 @@ import math
 import numpy as np
 
 cimport numpy as cnp
-from libc.math cimport exp, fabs, log10, sqrt
+from libc.math cimport INFINITY, exp, fabs, log10, pow, sqrt
 
 cnp.import_array()
 
@@ -21,6 +21,19 @@ from ext.dsp_py import agc_wanted_gain, agc_window_blocks, db_to_lin, ms_to_samp
 cdef double DB_TO_LN = _PY_DB_TO_LN
 cdef double FLOOR_MIN_DB = _PY_FLOOR_MIN_DB
 cdef double VAD_MARGIN_DB = _PY_VAD_MARGIN_DB
+
+import ext.dsp_py as _py
+cdef Py_ssize_t _NR_INIT_HOPS = _py.NR_INIT_HOPS
+cdef double _NR_STATIONARY_ALPHA = _py.NR_STATIONARY_ALPHA
+cdef double _NR_MIN_TRACK_RISE = _py.NR_MIN_TRACK_RISE
+cdef double _NR_MIN_TRACK_BIAS = _py.NR_MIN_TRACK_BIAS
+cdef double _NR_DD_ALPHA = _py.NR_DD_ALPHA
+cdef Py_ssize_t _NR_MIN_WINDOW_HOPS = _py.NR_MIN_WINDOW_HOPS
+cdef Py_ssize_t _NR_MIN_WINDOWS = _py.NR_MIN_WINDOWS
+cdef double _NR_VAD_DB = _py.NR_VAD_DB
+cdef Py_ssize_t _NR_VAD_HANGOVER = _py.NR_VAD_HANGOVER
+cdef double _NR_TRANSIENT_JUMP = _py.NR_TRANSIENT_JUMP
+cdef double _NR_TRANSIENT_CREST = _py.NR_TRANSIENT_CREST
 
 
 cdef inline const double[::1] _view(object x):
@@ -439,6 +452,160 @@ cdef class AgcGain:
         else:
             self._floor_db = floor + self._floor_step
         return self._want
+
+
+cdef class SpectralGain:
+    """Per-band gain of a hop-based noise suppressor (see ext/dsp_py.py SpectralGain: the same loops)."""
+    cdef public Py_ssize_t bands, transients
+    cdef public bint speech
+    cdef bint _stationary, _vad, _wiener, _transient
+    cdef double _floor, _extra, _oversub, _recent
+    cdef Py_ssize_t _hops, _hang, _filled, _slot
+    cdef object _arrays
+    cdef double[::1] _noise, _smooth, _prev_snr, _prev_gain, _sub_min, _minima_min, _noise_used
+    cdef double[:, ::1] _minima
+
+    def __init__(self, bands):
+        n = int(bands)
+        self.bands = n
+        inf = math.inf
+        self._arrays = {"noise": np.zeros(n), "smooth": np.zeros(n), "prev_snr": np.ones(n), "prev_gain": np.ones(n),
+                        "sub_min": np.full(n, inf), "minima_min": np.full(n, inf), "noise_used": np.full(n, 1e-20),
+                        "minima": np.full((_NR_MIN_WINDOWS, n), inf)}
+        a = self._arrays
+        self._noise, self._smooth, self._prev_snr, self._prev_gain = a["noise"], a["smooth"], a["prev_snr"], a["prev_gain"]
+        self._sub_min, self._minima_min, self._noise_used, self._minima = a["sub_min"], a["minima_min"], a["noise_used"], a["minima"]
+        self._hops = self._hang = self._filled = self._slot = self.transients = 0
+        self._recent = 0.0
+        self.speech = False
+        self.set_params(True, 1.0, 0.0, True, 1.0, True, True)
+
+    def set_params(self, stationary, floor, extra_floor_db, vad, oversub, wiener, transient):
+        self._stationary, self._floor, self._extra = bool(stationary), float(floor), float(extra_floor_db)
+        self._vad, self._oversub, self._wiener, self._transient = bool(vad), float(oversub), bool(wiener), bool(transient)
+
+    @property
+    def noise(self):
+        return np.array(self._arrays["noise_used"])
+
+    def get_state(self):
+        a = self._arrays
+        return {"noise": np.array(a["noise"]), "smooth": np.array(a["smooth"]), "prev_snr": np.array(a["prev_snr"]),
+                "prev_gain": np.array(a["prev_gain"]), "sub_min": np.array(a["sub_min"]),
+                "minima_min": np.array(a["minima_min"]), "hops": self._hops, "hang": self._hang,
+                "recent": self._recent, "transients": self.transients}
+
+    def process(self, band, double total, newest):
+        cdef const double[::1] bv = _view(band)
+        cdef const double[::1] nv = _view(newest)
+        cdef Py_ssize_t n = self.bands, b
+        if bv.shape[0] != n:
+            raise ValueError(f"expected {n} band powers, got {bv.shape[0]}")
+        out = _empty(n)
+        cdef double[::1] ov = out
+        self._smooth_and_minimum(bv)
+        self._track(bv)
+        self._gains(bv, ov)
+        self._hops += 1
+        cdef double g = self._click_gain(total, nv)
+        if g != 1.0:
+            for b in range(n):
+                ov[b] = ov[b] * g
+        return out
+
+    cdef void _smooth_and_minimum(self, const double[::1] band):
+        cdef Py_ssize_t n = self.bands, b, w
+        cdef bint first = self._hops == 0
+        cdef double s, m, inf = INFINITY
+        for b in range(n):
+            s = band[b] if first else 0.6 * self._smooth[b] + 0.4 * band[b]
+            self._smooth[b] = s
+            if s < self._sub_min[b]:
+                self._sub_min[b] = s
+        if self._hops % _NR_MIN_WINDOW_HOPS == _NR_MIN_WINDOW_HOPS - 1:
+            for b in range(n):
+                self._minima[self._slot, b] = self._sub_min[b]
+            self._slot = (self._slot + 1) % _NR_MIN_WINDOWS
+            self._filled = min(self._filled + 1, _NR_MIN_WINDOWS)
+            for b in range(n):
+                m = inf
+                for w in range(self._filled):
+                    if self._minima[w, b] < m:
+                        m = self._minima[w, b]
+                self._minima_min[b] = m
+                self._sub_min[b] = inf
+
+    cdef void _track(self, const double[::1] band):
+        cdef Py_ssize_t n = self.bands, b, hops = self._hops
+        cdef double acc = 0.0, snr_db, v, x, floor, nb, mn
+        cdef bint frozen
+        if hops < _NR_INIT_HOPS:
+            for b in range(n):
+                self._noise[b] = band[b] if hops == 0 else self._noise[b] + (band[b] - self._noise[b]) / (hops + 1)
+            return
+        for b in range(n):
+            v = band[b]
+            nb = self._noise[b]
+            snr_db = 10.0 * log10((v if v > 1e-20 else 1e-20) / (nb if nb > 1e-20 else 1e-20))
+            acc += -10.0 if snr_db < -10.0 else (30.0 if snr_db > 30.0 else snr_db)
+        self._hang = _NR_VAD_HANGOVER if acc / n > _NR_VAD_DB else max(self._hang - 1, 0)
+        self.speech = self._hang > 0
+        frozen = self._vad and self.speech
+        for b in range(n):
+            v = band[b]
+            if self._stationary:
+                x = self._noise[b] if frozen else _NR_STATIONARY_ALPHA * self._noise[b] + (1.0 - _NR_STATIONARY_ALPHA) * v
+                mn = self._minima_min[b] if self._minima_min[b] < self._sub_min[b] else self._sub_min[b]
+                floor = mn * _NR_MIN_TRACK_BIAS
+                self._noise[b] = x if x < floor else floor
+            else:
+                x = self._noise[b] * (1.0 if frozen else _NR_MIN_TRACK_RISE)
+                self._noise[b] = self._smooth[b] if self._smooth[b] < x else x
+
+    cdef void _gains(self, const double[::1] band, double[::1] out):
+        cdef Py_ssize_t n = self.bands, b
+        cdef double bias = 1.0 if self._stationary else _NR_MIN_TRACK_BIAS
+        cdef double v, nz, post, pg, prio, g, r, ratio, s_db, share
+        for b in range(n):
+            v = band[b]
+            nz = self._noise[b] * bias
+            nz = nz if nz > 1e-20 else 1e-20
+            post = v / nz
+            if self._wiener:
+                pg = self._prev_gain[b]
+                prio = _NR_DD_ALPHA * (pg * pg) * self._prev_snr[b] + (1.0 - _NR_DD_ALPHA) * (post - 1.0 if post > 1.0 else 0.0)
+                g = prio / (1.0 + prio)
+            else:
+                r = 1.0 - self._oversub * nz / (v if v > 1e-20 else 1e-20)
+                g = sqrt(r) if r > 0.0 else 0.0
+            g = g if g > self._floor else self._floor
+            self._prev_gain[b] = g
+            self._prev_snr[b] = post
+            if self._extra > 0.0:
+                ratio = self._smooth[b] / nz
+                s_db = 10.0 * log10(ratio if ratio > 1e-10 else 1e-10)
+                share = (9.0 - s_db) / 6.0
+                share = 0.0 if share < 0.0 else (1.0 if share > 1.0 else share)
+                g = g * pow(10.0, -self._extra * share / 20.0)
+            self._noise_used[b] = nz
+            out[b] = g
+
+    cdef double _click_gain(self, double total, const double[::1] newest):
+        cdef double t = total + 1e-20, recent = self._recent, cap = recent * _NR_TRANSIENT_JUMP
+        cdef double peak = 0.0, acc = 0.0, sq
+        cdef Py_ssize_t i, m = newest.shape[0]
+        self._recent = t if recent == 0.0 else 0.8 * recent + 0.2 * (t if t < cap else cap)
+        if not self._transient or recent == 0.0 or t < cap:
+            return 1.0
+        for i in range(m):
+            sq = newest[i] * newest[i]
+            acc += sq
+            if sq > peak:
+                peak = sq
+        if peak < _NR_TRANSIENT_CREST * (acc / m + 1e-20):
+            return 1.0
+        self.transients += 1
+        return sqrt(recent / t)
 
 
 cdef class NoiseGate:

@@ -23,9 +23,10 @@ Compressor = _impl.Compressor
 Limiter = _impl.Limiter
 AgcGain = _impl.AgcGain
 NoiseGate = _impl.NoiseGate
+SpectralGain = _impl.SpectralGain
 FeedbackComb = _impl.FeedbackComb
 Allpass = _impl.Allpass
 
 __all__ = ["IMPLEMENTATION", "MODULE", "FILTER_KINDS", "MAX_DESIGN_FRACTION", "Coeffs", "db_to_lin", "design_biquad",
-           "Biquad", "BiquadChain", "EnvelopeFollower", "Compressor", "Limiter", "AgcGain", "NoiseGate",
+           "Biquad", "BiquadChain", "EnvelopeFollower", "Compressor", "Limiter", "AgcGain", "NoiseGate", "SpectralGain",
            "FeedbackComb", "Allpass"]

@@ -22,6 +22,18 @@ VAD_MARGIN_DB = 10.0
 SPEECH_LEVEL_MS = 1000.0
 FLOOR_RISE_DB = 5.0       # per second
 FLOOR_MIN_DB = -100.0
+# SpectralGain (the noise suppressor's per-band recursion), per 10 ms hop.
+NR_INIT_HOPS = 10                      # the first 100 ms train the noise estimate
+NR_STATIONARY_ALPHA = 0.98             # ~0.5 s noise average (stationary tracking)
+NR_MIN_TRACK_RISE = 10 ** (6 / 10 / 100)  # minimum tracker may rise 6 dB/s (non-stationary tracking)
+NR_MIN_TRACK_BIAS = 2.0                # the minimum of noisy power sits ~3 dB under its mean
+NR_DD_ALPHA = 0.96                     # decision-directed a-priori SNR smoothing
+NR_MIN_WINDOW_HOPS = 20                # rolling minimum over 8 sub-windows of 200 ms ...
+NR_MIN_WINDOWS = 8                     # ... so the estimate never stays above the last 1.6 s's floor
+NR_VAD_DB = 2.5                        # mean band SNR (dB) above which a hop counts as speech
+NR_VAD_HANGOVER = 8                    # hops the speech decision persists
+NR_TRANSIENT_JUMP = 10 ** 0.3          # a hop 3 dB above the recent level ...
+NR_TRANSIENT_CREST = 10 ** 1.65        # ... whose energy sits in a few samples (crest > 16.5 dB) is a click
 FILTER_KINDS = ("peaking", "lowshelf", "highshelf", "lowpass", "highpass", "bandpass")
 
 Coeffs = tuple[float, float, float, float, float]  # b0, b1, b2, a1, a2 (a0 normalised to 1)
@@ -437,6 +449,154 @@ def agc_wanted_gain(target_db: float, max_gain_db: float, speech_power: float) -
     level = 10.0 * math.log10(speech_power) if speech_power > 1e-20 else -200.0
     want = target_db - level
     return max_gain_db if want > max_gain_db else (-max_gain_db if want < -max_gain_db else want)
+
+
+class SpectralGain:
+    """Per-band gain of a hop-based noise suppressor: noise tracking, VAD, Wiener / subtraction, clicks.
+
+    One call per analysis hop with the band powers of its spectrum (|X|^2 averaged over each
+    band's bins), their total over all bins and the hop's newest samples. Noise estimate:
+    the first NR_INIT_HOPS hops train it; then stationary tracking (a slow average frozen
+    during speech when `vad`, capped by NR_MIN_TRACK_BIAS x the rolling minimum of the smoothed
+    power over the last ~1.6 s) or non-stationary tracking (a minimum that may rise 6 dB/s).
+    Gain: decision-directed Wiener, or power subtraction with over-subtraction `oversub`,
+    floored at `floor`; bands on the noise floor lose another `extra_floor_db`. A click (a hop
+    3 dB above the recent level whose newest samples have a crest above 16.5 dB) is pulled
+    down to the recent level when `transient` is set.
+    """
+
+    def __init__(self, bands: int) -> None:
+        self.bands = int(bands)
+        inf = math.inf
+        n = self.bands
+        self._noise, self._smooth = [0.0] * n, [0.0] * n
+        self._prev_snr, self._prev_gain = [1.0] * n, [1.0] * n
+        self._sub_min, self._minima_min = [inf] * n, [inf] * n
+        self._minima = [[inf] * n for _ in range(NR_MIN_WINDOWS)]
+        self._noise_used = [1e-20] * n
+        self._hops = self._hang = self._filled = self._slot = self.transients = 0
+        self._recent = 0.0
+        self.speech = False
+        self.set_params(True, 1.0, 0.0, True, 1.0, True, True)
+
+    def set_params(self, stationary: bool, floor: float, extra_floor_db: float, vad: bool, oversub: float,
+                   wiener: bool, transient: bool) -> None:
+        self._stationary, self._floor, self._extra = bool(stationary), float(floor), float(extra_floor_db)
+        self._vad, self._oversub, self._wiener, self._transient = bool(vad), float(oversub), bool(wiener), bool(transient)
+
+    @property
+    def noise(self) -> np.ndarray:
+        """The noise power per band the last gain was computed against (tracker x bias, >= 1e-20)."""
+        return np.array(self._noise_used)
+
+    def get_state(self) -> dict[str, object]:
+        return {"noise": np.array(self._noise), "smooth": np.array(self._smooth), "prev_snr": np.array(self._prev_snr),
+                "prev_gain": np.array(self._prev_gain), "sub_min": np.array(self._sub_min),
+                "minima_min": np.array(self._minima_min), "hops": self._hops, "hang": self._hang,
+                "recent": self._recent, "transients": self.transients}
+
+    def process(self, band: np.ndarray, total: float, newest: np.ndarray) -> np.ndarray:
+        """Gains (one per band) for one hop."""
+        b_in = _as_block(band)
+        n = self.bands
+        if len(b_in) != n:
+            raise ValueError(f"expected {n} band powers, got {len(b_in)}")
+        self._smooth_and_minimum(b_in)
+        self._track(b_in)
+        gains = self._gains(b_in)
+        self._hops += 1
+        g = self._click_gain(float(total), _as_block(newest))
+        if g != 1.0:
+            gains = [v * g for v in gains]
+        return np.array(gains, dtype=np.float64)
+
+    def _smooth_and_minimum(self, band: list[float]) -> None:
+        smooth, sub = self._smooth, self._sub_min
+        first = self._hops == 0
+        for b, v in enumerate(band):
+            s = v if first else 0.6 * smooth[b] + 0.4 * v
+            smooth[b] = s
+            if s < sub[b]:
+                sub[b] = s
+        if self._hops % NR_MIN_WINDOW_HOPS == NR_MIN_WINDOW_HOPS - 1:
+            self._minima[self._slot] = list(sub)
+            self._slot = (self._slot + 1) % NR_MIN_WINDOWS
+            self._filled = min(self._filled + 1, NR_MIN_WINDOWS)
+            for b in range(self.bands):
+                m = math.inf
+                for w in range(self._filled):
+                    if self._minima[w][b] < m:
+                        m = self._minima[w][b]
+                self._minima_min[b] = m
+                sub[b] = math.inf
+
+    def _track(self, band: list[float]) -> None:
+        noise, hops = self._noise, self._hops
+        if hops < NR_INIT_HOPS:
+            for b, v in enumerate(band):
+                noise[b] = v if hops == 0 else noise[b] + (v - noise[b]) / (hops + 1)
+            return
+        acc = 0.0
+        for b, v in enumerate(band):
+            snr_db = 10.0 * math.log10((v if v > 1e-20 else 1e-20) / (noise[b] if noise[b] > 1e-20 else 1e-20))
+            acc += -10.0 if snr_db < -10.0 else (30.0 if snr_db > 30.0 else snr_db)
+        self._hang = NR_VAD_HANGOVER if acc / self.bands > NR_VAD_DB else max(self._hang - 1, 0)
+        self.speech = self._hang > 0
+        frozen = self._vad and self.speech
+        smooth, sub, mins = self._smooth, self._sub_min, self._minima_min
+        for b, v in enumerate(band):
+            if self._stationary:
+                x = noise[b] if frozen else NR_STATIONARY_ALPHA * noise[b] + (1.0 - NR_STATIONARY_ALPHA) * v
+                floor = (mins[b] if mins[b] < sub[b] else sub[b]) * NR_MIN_TRACK_BIAS
+                noise[b] = x if x < floor else floor
+            else:
+                x = noise[b] * (1.0 if frozen else NR_MIN_TRACK_RISE)
+                noise[b] = smooth[b] if smooth[b] < x else x
+
+    def _gains(self, band: list[float]) -> list[float]:
+        bias = 1.0 if self._stationary else NR_MIN_TRACK_BIAS
+        out = [0.0] * self.bands
+        for b, v in enumerate(band):
+            nz = self._noise[b] * bias
+            nz = nz if nz > 1e-20 else 1e-20
+            post = v / nz
+            if self._wiener:
+                pg = self._prev_gain[b]
+                prio = NR_DD_ALPHA * (pg * pg) * self._prev_snr[b] + (1.0 - NR_DD_ALPHA) * (post - 1.0 if post > 1.0 else 0.0)
+                g = prio / (1.0 + prio)
+            else:
+                r = 1.0 - self._oversub * nz / (v if v > 1e-20 else 1e-20)
+                g = math.sqrt(r) if r > 0.0 else 0.0
+            g = g if g > self._floor else self._floor
+            self._prev_gain[b], self._prev_snr[b] = g, post
+            if self._extra > 0.0:
+                # Bands on the noise floor (smoothed SNR < 3 dB, fading out by 9 dB) lose extra_floor_db more.
+                ratio = self._smooth[b] / nz
+                s_db = 10.0 * math.log10(ratio if ratio > 1e-10 else 1e-10)
+                share = (9.0 - s_db) / 6.0
+                share = 0.0 if share < 0.0 else (1.0 if share > 1.0 else share)
+                g = g * 10.0 ** (-self._extra * share / 20.0)
+            self._noise_used[b] = nz
+            out[b] = g
+        return out
+
+    def _click_gain(self, total: float, newest: list[float]) -> float:
+        t = total + 1e-20
+        recent = self._recent
+        cap = recent * NR_TRANSIENT_JUMP
+        self._recent = t if recent == 0.0 else 0.8 * recent + 0.2 * (t if t < cap else cap)
+        if not self._transient or recent == 0.0 or t < cap:
+            return 1.0
+        peak = acc = 0.0
+        for v in newest:
+            sq = v * v
+            acc += sq
+            if sq > peak:
+                peak = sq
+        if peak < NR_TRANSIENT_CREST * (acc / len(newest) + 1e-20):
+            return 1.0
+        self.transients += 1
+        return math.sqrt(recent / t)
 
 
 class NoiseGate:
