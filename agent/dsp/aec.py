@@ -49,8 +49,9 @@ class EchoCanceller(Stage):
         self._Xbuf = np.zeros((0, b + 1), dtype=complex)  # far-end spectra, twice over: see _push_far
         self._head = 0
         self._constrain_next = 0
-        self._W = np.zeros((0, b + 1), dtype=complex)   # background filter: adapts every frame
-        self._Wf = np.zeros((0, b + 1), dtype=complex)  # foreground filter: produces the output
+        # [foreground (produces the output), background (adapts every frame)]: one array, so both
+        # echo estimates come from one einsum and one inverse FFT.
+        self._filters = np.zeros((2, 0, b + 1), dtype=complex)
         self._tap_mask = np.ones((0, 2 * b))
         self._far_peaks: list[float] = []
         self._far_pows: list[float] = []
@@ -81,14 +82,12 @@ class EchoCanceller(Stage):
         mask[:, :b] = 1.0
         mask[-1, taps - (parts - 1) * b:] = 0.0
         resized = []
-        for old in (self._W, self._Wf, self._X):
+        for old in (self._Wf, self._W, self._X):
             new = np.zeros((parts, b + 1), dtype=complex)
             new[:keep] = old[:keep]
             resized.append(new)
-        self._W, self._Wf = resized[:2]
+        self._filters = np.fft.rfft(np.fft.irfft(np.stack(resized[:2]), 2 * b, axis=2) * mask, axis=2)
         self._Xbuf, self._head = np.concatenate((resized[2], resized[2])), 0
-        self._W = np.fft.rfft(np.fft.irfft(self._W, 2 * b, axis=1) * mask, axis=1)
-        self._Wf = np.fft.rfft(np.fft.irfft(self._Wf, 2 * b, axis=1) * mask, axis=1)
         self._tap_mask, self.taps = mask, taps
         self._far_peaks = self._far_peaks[-parts:]
         self._far_pows = self._far_pows[-parts:]
@@ -106,15 +105,23 @@ class EchoCanceller(Stage):
         self._push_far(far)
         far_active = max(self._far_peaks) > FAR_SILENT_RMS
         if far_active:
-            echo, echo_bg = self._echoes(self._Wf, self._W)
+            echo, echo_bg = self._echoes(self._filters)
             e, e_bg = x - echo, x - echo_bg
             self._adapt(x, e_bg)
             e, echo = self._arbitrate(x, e, echo, e_bg)
         else:
-            echo = self._echoes(self._Wf)[0]
+            echo = self._echoes(self._filters[:1])[0]
             e = x - echo
         self._track_noise(e)
         return self._nlp(x, e, echo, far_active)
+
+    @property
+    def _Wf(self) -> np.ndarray:
+        return self._filters[0]
+
+    @property
+    def _W(self) -> np.ndarray:
+        return self._filters[1]
 
     @property
     def _X(self) -> np.ndarray:
@@ -134,12 +141,10 @@ class EchoCanceller(Stage):
         self._far_peaks = (self._far_peaks + [float(np.max(np.abs(far)))])[-parts:]
         self._far_pows = (self._far_pows + [float(np.dot(far, far)) / len(far)])[-parts:]
 
-    def _echoes(self, *filters: np.ndarray) -> np.ndarray:
-        """The echo estimate of each filter for this frame (one inverse FFT call for all)."""
+    def _echoes(self, filters: np.ndarray) -> np.ndarray:
+        """The echo estimate of each filter (rows of `filters`) for this frame."""
         b = self.frame_samples
-        X = self._X
-        spectra = np.stack([np.einsum("pk,pk->k", W, X) for W in filters])
-        return np.fft.irfft(spectra, 2 * b, axis=1)[:, b:]
+        return np.fft.irfft(np.einsum("fpk,pk->fk", filters, self._X), 2 * b, axis=1)[:, b:]
 
     def _double_talk(self, mic: np.ndarray) -> bool:
         """Near speech on top of the echo: Geigel (mic peaks near the far-end peaks), or a mic much
@@ -162,7 +167,7 @@ class EchoCanceller(Stage):
             return
         b = self.frame_samples
         E = np.fft.rfft(np.concatenate((np.zeros(b), e)))
-        self._W += np.conj(self._X) * (E * (STEP / (self._power + 1e-7 * 2 * b)))
+        self._filters[1] += np.conj(self._X) * (E * (STEP / (self._power + 1e-7 * 2 * b)))
         self._constrain()
 
     def _constrain(self) -> None:
@@ -189,14 +194,14 @@ class EchoCanceller(Stage):
         self._err_bg = k * self._err_bg + (1 - k) * float(np.dot(e_bg, e_bg))
         self._err_fg = k * self._err_fg + (1 - k) * float(np.dot(e_fg, e_fg))
         if self._err_bg < ADOPT_RATIO * min(self._err_fg, self._mic_e):
-            self._Wf = self._W.copy()
+            self._filters[0] = self._filters[1]
             self._err_fg = self._err_bg
             return e_bg, mic - e_bg
         if self._err_bg > RESTORE_RATIO * self._err_fg and float(np.dot(e_bg, e_bg)) > mic_e:
-            self._W = self._Wf.copy()
+            self._filters[1] = self._filters[0]
             self._err_bg = self._err_fg
         if self._err_fg > self._mic_e:
-            self._Wf = np.zeros_like(self._Wf)
+            self._filters[0] = 0.0
             self._err_fg = self._mic_e
             return mic, np.zeros_like(mic)
         return e_fg, echo_fg
