@@ -14,7 +14,6 @@ from typing import Any, Callable, Mapping, Protocol
 
 import numpy as np
 
-from agent import codec
 from agent.receiver import FRAME_SAMPLES, Receiver
 from agent.sim.conditions import SimConditions
 from agent.sim.network import SimNetwork
@@ -85,11 +84,11 @@ class ExtensionPipeline:
     def step(self, now_ms: float) -> None:
         """One 20 ms frame at frame-clock time `now_ms` (the end of the frame just captured)."""
         started = time.perf_counter()
-        capture, clean, far = self.source.next_frame()
+        payload, clean, far = self.source.next_payload()
         pos = self._captured % _RING
         self._clean[pos:pos + FRAME_SAMPLES] = clean
         self._far[pos:pos + FRAME_SAMPLES] = far
-        self.sender.push(codec.encode(capture), self._captured, now_ms)
+        self.sender.push(payload, self._captured, now_ms)
         self._captured += FRAME_SAMPLES
         heard, media = self.receiver.tick(now_ms)
         far_end = self._lookup(self._far, media)

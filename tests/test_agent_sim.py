@@ -172,3 +172,14 @@ def test_bad_sim_tables_are_refused_with_the_key_named():
         SimConditions.from_table({"lossrate": 0.1}, "sim.3333")
     with pytest.raises(ConfigError, match="drift"):
         SimConditions.from_table({"drift": "wobble"}, "sim.3333")
+
+
+def test_next_payload_is_the_capture_mu_law_encoded() -> None:
+    cond = SimConditions()
+    framed, encoded = SimSource(cond, 3), SimSource(cond, 3)
+    for _ in range(120):  # across a rendering block boundary
+        capture, clean, far = framed.next_frame()
+        payload, clean2, far2 = encoded.next_payload()
+        assert payload == codec.encode(capture)
+        np.testing.assert_array_equal(clean, clean2)
+        np.testing.assert_array_equal(far, far2)

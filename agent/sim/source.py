@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from agent import codec
 from agent.sim.conditions import SimConditions
 from agent.sim.speech import SAMPLE_RATE, NoiseSource, SpeechSynth
 from ext.dsp import BiquadChain
@@ -17,6 +18,8 @@ class SimSource:
     `clean` is the near-end talker alone (the intrusive reference for SINAD and PESQ);
     `far_end` is the reference the station plays into the room, which leaks into `capture`
     through an echo path (delay, gain, a loudspeaker/room low-pass) for the AEC to cancel.
+    `next_payload()` gives the capture already mu-law encoded (a second at a time: one codec
+    call per 50 frames instead of one per frame).
     """
 
     def __init__(self, cond: SimConditions, seed: int) -> None:
@@ -30,6 +33,7 @@ class SimSource:
         self._echo_path = BiquadChain([(0.35, 0.0, 0.0, -0.65, 0.0)])  # loudspeaker/room: one-pole low-pass
         self._far_tail = np.zeros(self.echo_delay)
         self._frames: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        self._payload = b""
         self._index = _BLOCK_FRAMES
 
     def next_frame(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -40,6 +44,12 @@ class SimSource:
         self._index += 1
         capture, clean, far = self._frames  # type: ignore[misc]
         return capture[i], clean[i], far[i]
+
+    def next_payload(self) -> tuple[bytes, np.ndarray, np.ndarray]:
+        """The next frame as (mu-law payload of the capture, clean, far_end)."""
+        _, clean, far = self.next_frame()
+        i = self._index - 1
+        return self._payload[i * FRAME_SAMPLES:(i + 1) * FRAME_SAMPLES], clean, far
 
     def _render(self) -> None:
         n = FRAME_SAMPLES * _BLOCK_FRAMES
@@ -52,3 +62,4 @@ class SimSource:
         capture = clean + echo + self.noise.read(n)
         shape = (_BLOCK_FRAMES, FRAME_SAMPLES)
         self._frames = (capture.reshape(shape), clean.reshape(shape), far.reshape(shape))
+        self._payload = codec.encode(capture)  # 1 byte per sample
