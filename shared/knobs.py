@@ -118,7 +118,7 @@ def _agc() -> list[Knob]:
     c = "agc"
     return [
         _b("agc_enabled", c, True, "Automatic gain control on/off."),
-        _f("agc_target_level", c, -18, -31, 0, "dBFS", "Output RMS level the adaptive AGC steers towards (mode adaptive)."),
+        _f("agc_target_level", c, -18, -31, 0, "dBFS", "Active-speech RMS level the adaptive AGC steers the output towards (mode adaptive; pauses and noise do not count)."),
         _f("agc_max_gain", c, 30, 0, 60, "dB", "Largest gain (boost or cut) the adaptive AGC may apply (mode adaptive)."),
         _f("agc_compression_gain", c, 9, 0, 90, "dB", "Largest digital gain of the adaptive-digital AGC (mode adaptive_digital, WebRTC compressionGaindB)."),
         _b("agc_limiter_enabled", c, True, "Hard ceiling after the AGC gain so boosted peaks stay below full scale minus the saturation margin."),
@@ -126,10 +126,10 @@ def _agc() -> list[Knob]:
         _f("agc_compression_gain_db", c, 15, 0, 90, "dB", "Fixed digital gain applied in mode fixed_digital."),
         _e("agc_mode", c, "adaptive", ("adaptive", "adaptive_digital", "fixed_digital"),
            "adaptive: track agc_target_level within agc_max_gain; adaptive_digital: track -agc_target_level_dbfs within agc_compression_gain; fixed_digital: constant agc_compression_gain_db."),
-        _i("agc_window", c, 10, 10, 1000, "ms", "Length of the level-measurement window the gain decision uses."),
-        _f("agc_release_time", c, 60, 1, 5000, "ms", "Time constant for the gain to rise when the level falls."),
-        _f("agc_attack_time", c, 5, 0.1, 1000, "ms", "Time constant for the gain to fall when the level rises."),
-        _f("agc_hold_time", c, 0, 0, 5000, "ms", "Time the gain is held after a level drop before release starts."),
+        _i("agc_window", c, 10, 10, 1000, "ms", "Length of the level-measurement window (in 5 ms steps); windows judged speech (above the noise floor) update the talker's speech level, a ~1 s average the gain follows."),
+        _f("agc_release_time", c, 60, 1, 5000, "ms", "Time constant for the gain to rise when the speech level falls."),
+        _f("agc_attack_time", c, 5, 0.1, 1000, "ms", "Time constant for the gain to fall when the speech level rises."),
+        _f("agc_hold_time", c, 0, 0, 5000, "ms", "Time the gain is held after a speech-level drop before release starts."),
         _b("agc_noise_gate_enabled", c, False, "Mute (gate) the signal while its level stays below agc_noise_gate_threshold; the AGC does not boost gated noise."),
         _f("agc_noise_gate_threshold", c, -50, -90, 0, "dBFS", "Level under which the noise gate closes."),
         _f("agc_saturation_margin", c, 2, 0, 20, "dB", "Headroom kept below full scale by the AGC limiter."),
@@ -167,7 +167,7 @@ def _nr() -> list[Knob]:
         _i("nr_frequency_bands", c, 32, 4, 256, "bands", "Number of frequency bands the gain is computed on (coarser is smoother)."),
         _f("nr_spectral_subtraction", c, 0.8, 0, 3, "factor", "Over-subtraction factor of spectral subtraction (used when the Wiener filter is off)."),
         _b("nr_wiener_filter", c, True, "Use a Wiener gain (SNR / (1 + SNR)) instead of plain spectral subtraction."),
-        _f("nr_comfort_noise_level", c, -70, -120, -20, "dBFS", "Level of the comfort noise added back so denoised pauses do not sound dead."),
+        _f("nr_comfort_noise_level", c, -70, -120, -20, "dBFS", "Largest level of the comfort noise added back so denoised pauses do not sound dead; shaped like the tracked background noise and never louder than it."),
     ]
 
 
