@@ -1,20 +1,11 @@
 """Selects the jitter buffer: the Cython module ext._jitter unless TPMON_NO_EXTENSIONS=1 or it is not built."""
 from __future__ import annotations
 
-import os
-
+from ext.twins import choose
 from ext.jitter_py import (ACCEPTED, BUFFERING, CORRUPTED, DUPLICATE, KNOB_NAMES, LATE, LOST, OVERFLOW, PLAYED,
                           PLAYING, POLICIES, REBUFFERING, RESYNC, UNDERFLOW, WAIT)
 
-if os.environ.get("TPMON_NO_EXTENSIONS") == "1":
-    from ext import jitter_py as _impl
-else:
-    try:
-        from ext import _jitter as _impl  # type: ignore[attr-defined]
-    except ImportError:  # not built (no compiler, plain checkout): the twin behaves the same, slower
-        from ext import jitter_py as _impl
-
-IMPLEMENTATION: str = "python" if _impl.__name__ == "ext.jitter_py" else "cython"
+_impl, IMPLEMENTATION = choose("_jitter", "jitter_py")
 MODULE = _impl
 
 JitterBuffer = _impl.JitterBuffer

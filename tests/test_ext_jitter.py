@@ -1,7 +1,6 @@
 """JitterBuffer: playout semantics, knobs, counters, and the Cython build against its Python twin."""
 from __future__ import annotations
 
-import importlib
 import math
 import os
 import subprocess
@@ -13,6 +12,7 @@ import numpy as np
 import pytest
 
 from ext import jitter_py
+from tests.twins import load_twin
 from shared.knobs import defaults
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -20,14 +20,7 @@ PKT = 320          # bytes = 20 ms at 16 bytes/ms
 
 
 def _load(name: str) -> ModuleType:
-    if name == "py":
-        return jitter_py
-    try:
-        return importlib.import_module("ext._jitter")
-    except ImportError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"Cython build ext._jitter missing under CI: {exc}")
-        pytest.skip("ext._jitter not built (run setup.py build_ext --inplace)")
+    return load_twin(name, jitter_py, "_jitter")
 
 
 @pytest.fixture(params=["py", "c"], ids=["py", "c"])

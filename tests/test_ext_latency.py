@@ -1,7 +1,6 @@
 """LatencyStats: rolling min/max/mean/std/percentiles against numpy, windows, and the Cython build against its twin."""
 from __future__ import annotations
 
-import importlib
 import math
 import os
 import subprocess
@@ -13,19 +12,13 @@ import numpy as np
 import pytest
 
 from ext import latency_py
+from tests.twins import load_twin
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _load(name: str) -> ModuleType:
-    if name == "py":
-        return latency_py
-    try:
-        return importlib.import_module("ext._latency")
-    except ImportError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"Cython build ext._latency missing under CI: {exc}")
-        pytest.skip("ext._latency not built (run setup.py build_ext --inplace)")
+    return load_twin(name, latency_py, "_latency")
 
 
 @pytest.fixture(params=["py", "c"], ids=["py", "c"])

@@ -1,7 +1,6 @@
 """SequenceTracker: RFC 3550 A.1/A.3/A.8 on hand-checked sequences, and the Cython build against its twin."""
 from __future__ import annotations
 
-import importlib
 import os
 import subprocess
 import sys
@@ -12,19 +11,13 @@ import numpy as np
 import pytest
 
 from ext import sequence_py as sp
+from tests.twins import load_twin
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def _load(name: str) -> ModuleType:
-    if name == "py":
-        return sp
-    try:
-        return importlib.import_module("ext._sequence")
-    except ImportError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"Cython build ext._sequence missing under CI: {exc}")
-        pytest.skip("ext._sequence not built (run setup.py build_ext --inplace)")
+    return load_twin(name, sp, "_sequence")
 
 
 @pytest.fixture(params=["py", "c"], ids=["py", "c"])
