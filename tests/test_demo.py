@@ -38,7 +38,7 @@ def test_demo_runs_stops_on_ctrl_c_and_restarts_cleanly(tmp_path: Path):
             children = psutil.Process(demo.pid).children(recursive=True)
             assert len(children) == 3  # controller + 2 agents
             status, text = get_json(f"http://127.0.0.1:{exporter}/metrics")
-            assert status == 200 or text  # the agent exporter answers
+            assert status == 200 and 'tpmon_agent_up 1.0' in text and 'station="Station-1"' in text
         finally:
             demo.send_signal(signal.SIGINT)
             out, _ = demo.communicate(timeout=20)
