@@ -4,7 +4,6 @@ from __future__ import annotations
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from bench.replay import Replayer, record_samples
@@ -32,14 +31,15 @@ web.run_app(app, host='127.0.0.1', port=int(sys.argv[1]), print=None, access_log
 def run() -> list[dict]:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
+        (tmp / "record").mkdir()
         samples = record_samples(tmp / "record")
         controller, base, link_port = start_controller(tmp, stations=12)
         try:
             with Replayer(f"tcp://127.0.0.1:{link_port}", samples, Topology(12)):
                 wait_until(lambda: _all_active(base), 20, controller)
-                status, _, _ = request(f"{base}/api/v1/snapshots")
                 body_path = tmp / "snapshot.json"
                 body_path.write_bytes(_raw(f"{base}/api/v1/snapshots"))
+                size = body_path.stat().st_size
                 plain = _plain_server(body_path)
                 try:
                     baseline = run_wrk(f"http://127.0.0.1:{plain[1]}/snapshot", CONNECTIONS, SECONDS)
@@ -49,7 +49,6 @@ def run() -> list[dict]:
                     plain[0].wait()
         finally:
             controller.stop()
-    size = body_path.stat().st_size if body_path.exists() else 0
     return [
         {"figure": "snapshot req/s (24 points, 64 conns)", "value": round(ours.requests_per_s),
          "baseline": round(baseline.requests_per_s), "ratio": ours.requests_per_s / baseline.requests_per_s,
