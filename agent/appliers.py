@@ -28,7 +28,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from agent.knob_store import atomic_write
+from shared.atomic_file import atomic_write
 from shared.knobs import EXTERNAL, KNOBS
 
 log = logging.getLogger(__name__)

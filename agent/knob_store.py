@@ -3,29 +3,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
+from shared.atomic_file import atomic_write
 from shared.knobs import defaults, validate
 
 log = logging.getLogger(__name__)
-
-
-def atomic_write(path: Path, data: bytes) -> None:
-    """Temp file, fsync, rename, fsync the directory: a crash leaves the old file or the new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class KnobStore:

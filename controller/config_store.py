@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import os
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +21,7 @@ from tinydb.storages import Storage
 from controller.clock import Clock, iso_ms
 from shared.config import ConfigError
 from shared.knobs import KNOBS_BY_NAME, defaults
+from shared.atomic_file import atomic_write, remove_leftovers
 from shared.topology import Point, Topology
 
 log = logging.getLogger("tpmon.controller.store")
@@ -41,8 +41,7 @@ class AtomicJSONStorage(Storage):
     def __init__(self, path: str | Path, **_: Any) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        for leftover in self.path.parent.glob(f".{self.path.name}.*.tmp"):
-            leftover.unlink(missing_ok=True)  # a write that a crash interrupted before its rename
+        remove_leftovers(self.path)
 
     def read(self) -> dict[str, Any] | None:
         try:
@@ -58,17 +57,7 @@ class AtomicJSONStorage(Storage):
                               "restore it from a backup or remove it to start from defaults") from None
 
     def write(self, data: dict[str, Any]) -> None:
-        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
-        with open(tmp, "w") as f:
-            json.dump(data, f, separators=(",", ":"))
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, self.path)
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+        atomic_write(self.path, json.dumps(data, separators=(",", ":")).encode())
 
     def close(self) -> None:
         pass
