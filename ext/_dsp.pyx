@@ -747,3 +747,142 @@ cdef class Allpass:
             ov[i] = y
         self._pos = pos
         return out
+
+
+# --- Frame kernels of the echo canceller and the noise reducer (see ext/dsp_py.py: same loops) ----
+
+def energy_peak(x):
+    cdef const double[::1] v = _view(x)
+    cdef Py_ssize_t i, n = v.shape[0]
+    cdef double acc = 0.0, peak = 0.0, a
+    for i in range(n):
+        acc += v[i] * v[i]
+        a = fabs(v[i])
+        if a > peak:
+            peak = a
+    return acc, peak
+
+
+def pbfdaf_push(double complex[:, ::1] spectra, Py_ssize_t head, Py_ssize_t parts, double[::1] power,
+                double smoothing):
+    cdef Py_ssize_t k, nk = spectra.shape[1]
+    cdef double re, im, rest = 1.0 - smoothing
+    for k in range(nk):
+        spectra[head + parts, k] = spectra[head, k]
+        re = spectra[head, k].real
+        im = spectra[head, k].imag
+        power[k] = smoothing * power[k] + rest * (re * re + im * im)
+
+
+def pbfdaf_echoes(double complex[:, :, ::1] filters, double complex[:, ::1] spectra, Py_ssize_t head,
+                  out):
+    cdef double complex[:, ::1] o = out
+    cdef Py_ssize_t f, p, k, nf = o.shape[0], parts = filters.shape[1], nk = filters.shape[2]
+    cdef double re, im, wr, wi, xr, xi
+    for f in range(nf):
+        for k in range(nk):
+            re = 0.0
+            im = 0.0
+            for p in range(parts):
+                wr = filters[f, p, k].real
+                wi = filters[f, p, k].imag
+                xr = spectra[head + p, k].real
+                xi = spectra[head + p, k].imag
+                re += wr * xr - wi * xi
+                im += wr * xi + wi * xr
+            o[f, k] = re + 1j * im
+    return out
+
+
+def pbfdaf_adapt(double complex[:, ::1] weights, double complex[:, ::1] spectra, Py_ssize_t head,
+                 const double complex[::1] err, const double[::1] power, double step, double eps):
+    cdef Py_ssize_t p, k, parts = weights.shape[0], nk = weights.shape[1]
+    cdef double mu, gr, gi, xr, xi
+    for k in range(nk):
+        mu = step / (power[k] + eps)
+        gr = err[k].real * mu
+        gi = err[k].imag * mu
+        for p in range(parts):
+            xr = spectra[head + p, k].real
+            xi = -spectra[head + p, k].imag
+            weights[p, k] = (weights[p, k].real + (xr * gr - xi * gi)) + 1j * (weights[p, k].imag + (xr * gi + xi * gr))
+
+
+def nlp_ramp(e, double g0, double g1, noise, double noise_scale, out):
+    cdef const double[::1] ev = _view(e)
+    cdef double[::1] ov = out
+    cdef const double[::1] nv
+    cdef Py_ssize_t i, n = ev.shape[0]
+    cdef double step = (g1 - g0) / n, g, fill
+    cdef bint fill_noise = noise is not None
+    if fill_noise:
+        nv = _view(noise)
+    for i in range(n):
+        g = g1 if i == n - 1 else (i + 1) * step + g0
+        ov[i] = ev[i] * g
+        if fill_noise:
+            fill = 1.0 - g * g
+            ov[i] = ov[i] + nv[i] * (noise_scale * sqrt(fill if fill > 0.0 else 0.0))
+    return out
+
+
+def stft_frames(double[::1] history, x, const double[::1] window, Py_ssize_t hop, double[:, ::1] out):
+    cdef const double[::1] xv = _view(x)
+    cdef Py_ssize_t i, h, n = history.shape[0], m = xv.shape[0], keep = n - m, w = window.shape[0]
+    for i in range(keep):
+        history[i] = history[n - keep + i]
+    for i in range(m):
+        history[keep + i] = xv[i]
+    for h in range(out.shape[0]):
+        for i in range(w):
+            out[h, i] = history[h * hop + i] * window[i]
+
+
+def band_powers(const double complex[:, ::1] specs, const cnp.int64_t[::1] starts, const double[::1] counts,
+                double[:, ::1] bands, double[::1] totals):
+    cdef Py_ssize_t h, b, k, end, nb = starts.shape[0], nk = specs.shape[1]
+    cdef double acc, total, re, im, pw
+    for h in range(specs.shape[0]):
+        total = 0.0
+        for b in range(nb):
+            end = starts[b + 1] if b + 1 < nb else nk
+            acc = 0.0
+            for k in range(starts[b], end):
+                re = specs[h, k].real
+                im = specs[h, k].imag
+                pw = re * re + im * im
+                acc += pw
+                total += pw
+            bands[h, b] = acc / counts[b]
+        totals[h] = total
+
+
+def band_gains_apply(double complex[:, ::1] specs, const double[:, ::1] gains, const cnp.int64_t[::1] bin_band,
+                     const double[::1] noise, double comfort_power, draw):
+    cdef Py_ssize_t h, k, nh = specs.shape[0], nk = specs.shape[1]
+    cdef double g, scale = 0.0, mean = 0.0, amp, fill
+    cdef const double[:, :, ::1] d
+    cdef bint fill_noise = draw is not None
+    if fill_noise:
+        d = draw
+        for k in range(nk):
+            mean += noise[bin_band[k]]
+        scale = comfort_power / (mean / nk + 1e-30)
+        scale = 1.0 if scale > 1.0 else scale
+    for h in range(nh):
+        for k in range(nk):
+            g = gains[h, bin_band[k]]
+            specs[h, k] = specs[h, k].real * g + 1j * (specs[h, k].imag * g)
+            if fill_noise:
+                fill = 1.0 - g * g
+                amp = sqrt((fill if fill > 0.0 else 0.0) * (0.5 * scale) * noise[bin_band[k]])
+                specs[h, k] = (specs[h, k].real + amp * d[0, h, k]) + 1j * (specs[h, k].imag + amp * d[1, h, k])
+
+
+def overlap_add(const double[:, ::1] frames, const double[::1] window, double[::1] tail, double[::1] out):
+    cdef Py_ssize_t h, i, hop = tail.shape[0]
+    for h in range(frames.shape[0]):
+        for i in range(hop):
+            out[h * hop + i] = tail[i] + frames[h, i] * window[i]
+        for i in range(hop):
+            tail[i] = frames[h, hop + i] * window[hop + i]

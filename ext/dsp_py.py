@@ -715,3 +715,94 @@ class Allpass:
         self._pos = pos
         self._buf = np.array(buf, dtype=np.float64)
         return np.array(out, dtype=np.float64)
+
+
+# --- Frame kernels of the echo canceller and the noise reducer ------------------------------------
+# Stateless: the stage owns every array and these update them in place, so one frame of AEC or
+# noise reduction is a handful of calls (plus its FFTs) instead of dozens of small numpy operations.
+
+def energy_peak(x: np.ndarray) -> tuple[float, float]:
+    """(sum of squares, largest magnitude) of a block; (0, 0) for an empty one."""
+    if not len(x):
+        return 0.0, 0.0
+    return float(np.dot(x, x)), float(np.max(np.abs(x)))
+
+
+def pbfdaf_push(spectra: np.ndarray, head: int, parts: int, power: np.ndarray, smoothing: float) -> None:
+    """The far-end spectrum just written at row `head` of the doubled ring is copied to row
+    head + parts, and the per-bin far-end power moves towards its |X|^2 by 1 - smoothing."""
+    x0 = spectra[head]
+    spectra[head + parts] = x0
+    power[:] = smoothing * power + (1 - smoothing) * (x0.real ** 2 + x0.imag ** 2)
+
+
+def pbfdaf_echoes(filters: np.ndarray, spectra: np.ndarray, head: int, out: np.ndarray) -> np.ndarray:
+    """Echo spectrum of each filter: out[f] = sum over partitions p of filters[f, p] * spectra[head + p]."""
+    parts = filters.shape[1]
+    np.einsum("fpk,pk->fk", filters, spectra[head:head + parts], out=out)
+    return out
+
+
+def pbfdaf_adapt(weights: np.ndarray, spectra: np.ndarray, head: int, err: np.ndarray, power: np.ndarray,
+                 step: float, eps: float) -> None:
+    """One normalised LMS step of a partitioned filter, in place:
+    weights[p] += conj(spectra[head + p]) * err * step / (power + eps)."""
+    parts = weights.shape[0]
+    weights += np.conj(spectra[head:head + parts]) * (err * (step / (power + eps)))
+
+
+def nlp_ramp(e: np.ndarray, g0: float, g1: float, noise: np.ndarray | None, noise_scale: float,
+             out: np.ndarray) -> np.ndarray:
+    """out = e x a gain ramping linearly from g0 (the previous block's, excluded) to g1 (reached on the
+    last sample); with a standard-normal `noise` draw, plus noise x noise_scale x sqrt(1 - gain^2)."""
+    gains = np.linspace(g0, g1, len(e) + 1)[1:]
+    np.multiply(e, gains, out=out)
+    if noise is not None:
+        out += noise * (noise_scale * np.sqrt(np.maximum(1.0 - gains * gains, 0.0)))
+    return out
+
+
+def stft_frames(history: np.ndarray, x: np.ndarray, window: np.ndarray, hop: int, out: np.ndarray) -> None:
+    """Shift block `x` into the end of `history` (its older samples move forward) and write the windowed
+    analysis frame of each hop: out[h] = history[h * hop : h * hop + len(window)] * window."""
+    keep = len(history) - len(x)
+    history[:keep] = history[len(history) - keep:]
+    history[keep:] = x
+    w = len(window)
+    for h in range(out.shape[0]):
+        np.multiply(history[h * hop:h * hop + w], window, out=out[h])
+
+
+def band_powers(specs: np.ndarray, starts: np.ndarray, counts: np.ndarray, bands: np.ndarray,
+                totals: np.ndarray) -> None:
+    """Per row of spectra: |X_k|^2 averaged over each band's bins (band b covers bins starts[b] up to
+    the next start, the last one to the end) into `bands`, and summed over all bins into `totals`."""
+    power = specs.real ** 2 + specs.imag ** 2
+    bands[:] = np.add.reduceat(power, starts, axis=1) / counts
+    totals[:] = power.sum(axis=1)
+
+
+def band_gains_apply(specs: np.ndarray, gains: np.ndarray, bin_band: np.ndarray, noise: np.ndarray,
+                     comfort_power: float, draw: np.ndarray | None) -> None:
+    """specs[h, k] *= gains[h, bin_band[k]], in place. With `draw` (standard normal, 2 x rows x bins:
+    real and imaginary parts) comfort noise fills what the gain removed, shaped like the band noise
+    powers `noise` and never louder than them: per bin, with n = noise[bin_band[k]],
+    sqrt((1 - gain^2) x 0.5 x min(1, comfort_power / mean of n over the bins) x n) x (draw[0] + j draw[1])."""
+    bins = gains[:, bin_band]
+    specs *= bins
+    if draw is not None:
+        noise_bins = noise[bin_band]
+        scale = min(1.0, comfort_power / (float(np.mean(noise_bins)) + 1e-30))
+        amp = np.sqrt(np.maximum(1.0 - bins * bins, 0.0) * (0.5 * scale) * noise_bins)
+        specs += amp * (draw[0] + 1j * draw[1])
+
+
+def overlap_add(frames: np.ndarray, window: np.ndarray, tail: np.ndarray, out: np.ndarray) -> None:
+    """50% overlap-add of synthesis frames (rows of at least len(window) samples, each windowed):
+    hop h of `out` is the first half of frame h plus what the previous frame left in `tail`; the
+    last frame's second half is left in `tail` for the next block."""
+    hop = len(tail)
+    for h in range(frames.shape[0]):
+        y = frames[h, :2 * hop] * window
+        out[h * hop:(h + 1) * hop] = tail + y[:hop]
+        tail[:] = y[hop:]

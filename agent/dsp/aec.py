@@ -6,6 +6,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from agent.dsp import fft
 from agent.dsp.stage import FrameContext, Stage
 
 # How echo-dominated a frame must be (echo estimate / microphone energy) before the NLP acts.
@@ -62,6 +63,14 @@ class EchoCanceller(Stage):
         self._nlp_gain = 1.0
         self._noise_rms = -1.0
         self._erle_db = 0.0
+        # Per-frame work buffers (the FFTs write into them; see agent/dsp/fft.py).
+        self._echo_spec = np.zeros((2, b + 1), dtype=complex)
+        self._echo_time = np.zeros((2, 2 * b))
+        self._errs = np.zeros((2, b))           # [foreground, background] error of the frame
+        self._ebuf = np.zeros(2 * b)            # [zeros, background error]: the overlap-save block
+        self._espec = np.zeros(b + 1, dtype=complex)
+        self._ctaps = np.zeros((2, 2 * b))
+        self._cspec = np.zeros((2, b + 1), dtype=complex)
 
     def _apply(self, knobs: Mapping[str, Any], previous: Mapping[str, Any]) -> None:
         self.enabled = bool(knobs["aec_enabled"])
@@ -102,18 +111,23 @@ class EchoCanceller(Stage):
         far = np.asarray(ctx.far_end, dtype=np.float64)
         if far.shape != x.shape:
             raise ValueError(f"far_end must have {len(x)} samples like the frame, got {far.shape}")
+        energy_peak = self.impl.energy_peak
         self._push_far(far)
+        mic_e, mic_peak = energy_peak(x)
         far_active = max(self._far_peaks) > FAR_SILENT_RMS
+        errs = self._errs
         if far_active:
-            echo, echo_bg = self._echoes(self._filters)
-            e, e_bg = x - echo, x - echo_bg
-            self._adapt(x, e_bg)
-            e, echo = self._arbitrate(x, e, echo, e_bg)
+            echoes = self._echoes(2)
+            np.subtract(x, echoes, out=errs)  # [foreground error, background error]
+            e_fg_e, e_bg_e = energy_peak(errs[0])[0], energy_peak(errs[1])[0]
+            self._adapt(mic_e, mic_peak, len(x), errs[1])
+            e, e_e, echo = self._arbitrate(x, mic_e, echoes[0], e_fg_e, e_bg_e)
         else:
-            echo = self._echoes(self._filters[:1])[0]
-            e = x - echo
-        self._track_noise(e)
-        return self._nlp(x, e, echo, far_active)
+            echo = self._echoes(1)[0]
+            e = np.subtract(x, echo, out=errs[0])
+            e_e = energy_peak(e)[0]
+        self._track_noise(e_e, len(e))
+        return self._nlp(mic_e, e, e_e, echo, far_active)
 
     @property
     def _Wf(self) -> np.ndarray:
@@ -134,40 +148,43 @@ class EchoCanceller(Stage):
         b, parts = self.frame_samples, len(self._W)
         self._xbuf[:b] = self._xbuf[b:]
         self._xbuf[b:] = far
-        x0 = np.fft.rfft(self._xbuf)
         self._head = (self._head - 1) % parts
-        self._Xbuf[self._head] = self._Xbuf[self._head + parts] = x0
-        self._power = POWER_SMOOTHING * self._power + (1 - POWER_SMOOTHING) * (x0.real ** 2 + x0.imag ** 2)
-        self._far_peaks = (self._far_peaks + [float(np.max(np.abs(far)))])[-parts:]
-        self._far_pows = (self._far_pows + [float(np.dot(far, far)) / len(far)])[-parts:]
+        fft.rfft(self._xbuf, 2 * b, self._Xbuf[self._head])
+        self.impl.pbfdaf_push(self._Xbuf, self._head, parts, self._power, POWER_SMOOTHING)
+        far_e, far_peak = self.impl.energy_peak(far)
+        self._far_peaks = (self._far_peaks + [far_peak])[-parts:]
+        self._far_pows = (self._far_pows + [far_e / len(far)])[-parts:]
 
-    def _echoes(self, filters: np.ndarray) -> np.ndarray:
-        """The echo estimate of each filter (rows of `filters`) for this frame."""
+    def _echoes(self, count: int) -> np.ndarray:
+        """The echo estimate of the first `count` filters (foreground, background) for this frame;
+        a view of a buffer the next frame overwrites."""
         b = self.frame_samples
-        return np.fft.irfft(np.einsum("fpk,pk->fk", filters, self._X), 2 * b, axis=1)[:, b:]
+        spec = self.impl.pbfdaf_echoes(self._filters[:count], self._Xbuf, self._head, self._echo_spec[:count])
+        return fft.irfft(spec, 2 * b, self._echo_time[:count])[:, b:]
 
-    def _double_talk(self, mic: np.ndarray) -> bool:
+    def _double_talk(self, mic_e: float, mic_peak: float, n: int) -> bool:
         """Near speech on top of the echo: Geigel (mic peaks near the far-end peaks), or a mic much
         louder than the echo path usually returns of the far end. The second test matters when
         the echo is faint: near speech then never reaches half the far-end peak, and adapting on
         it would teach the filter to cancel the talker."""
         span = sum(self._far_pows) / len(self._far_pows)
-        ratio_db = 10.0 * math.log10((float(np.dot(mic, mic)) / len(mic) + 1e-20) / (span + 1e-20))
+        ratio_db = 10.0 * math.log10((mic_e / n + 1e-20) / (span + 1e-20))
         erl = self._erl_db
-        geigel = float(np.max(np.abs(mic))) > GEIGEL * max(self._far_peaks)
+        geigel = mic_peak > GEIGEL * max(self._far_peaks)
         self._erl_db = erl - ERL_STEP_DB if ratio_db < erl else erl + ERL_STEP_DB * ERL_QUANTILE / (1 - ERL_QUANTILE)
         return geigel or ratio_db > erl + DT_RATIO_DB
 
-    def _adapt(self, mic: np.ndarray, e: np.ndarray) -> None:
+    def _adapt(self, mic_e: float, mic_peak: float, n: int, e: np.ndarray) -> None:
         """One NLMS step of the background filter, skipped during double talk."""
-        if self._double_talk(mic):
+        if self._double_talk(mic_e, mic_peak, n):
             self._dt_hang = DOUBLE_TALK_HANGOVER
         if self._dt_hang > 0:
             self._dt_hang -= 1
             return
         b = self.frame_samples
-        E = np.fft.rfft(np.concatenate((np.zeros(b), e)))
-        self._filters[1] += np.conj(self._X) * (E * (STEP / (self._power + 1e-7 * 2 * b)))
+        self._ebuf[b:] = e  # overlap-save: the error fills the second half, the first stays zero
+        spec = fft.rfft(self._ebuf, 2 * b, self._espec)
+        self.impl.pbfdaf_adapt(self._filters[1], self._Xbuf, self._head, spec, self._power, STEP, 1e-7 * 2 * b)
         self._constrain()
 
     def _constrain(self) -> None:
@@ -179,54 +196,53 @@ class EchoCanceller(Stage):
         if parts > 1:
             rows.append(1 + self._constrain_next % (parts - 1))
             self._constrain_next += 1
-        taps = np.fft.irfft(self._W[rows], 2 * b, axis=1) * self._tap_mask[rows]
-        self._W[rows] = np.fft.rfft(taps, axis=1)
+        n = len(rows)
+        taps = fft.irfft(self._W[rows], 2 * b, self._ctaps[:n])
+        taps *= self._tap_mask[rows]
+        self._W[rows] = fft.rfft(taps, 2 * b, self._cspec[:n])
 
-    def _arbitrate(self, mic: np.ndarray, e_fg: np.ndarray, echo_fg: np.ndarray,
-                   e_bg: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def _arbitrate(self, mic: np.ndarray, mic_e: float, echo_fg: np.ndarray, e_fg_e: float,
+                   e_bg_e: float) -> tuple[np.ndarray, float, np.ndarray]:
         """Two-filter control. The foreground takes the background's weights only when they cancel
         clearly better than both the foreground and no filter at all; a foreground that makes the
         signal louder than the microphone is dropped; a background that diverged (double talk the
-        detector missed) restarts from the foreground."""
+        detector missed) restarts from the foreground. Returns (error, its energy, echo estimate)."""
         k = ERROR_SMOOTHING
-        mic_e = float(np.dot(mic, mic))
+        e_fg, e_bg = self._errs
         self._mic_e = k * self._mic_e + (1 - k) * mic_e
-        self._err_bg = k * self._err_bg + (1 - k) * float(np.dot(e_bg, e_bg))
-        self._err_fg = k * self._err_fg + (1 - k) * float(np.dot(e_fg, e_fg))
+        self._err_bg = k * self._err_bg + (1 - k) * e_bg_e
+        self._err_fg = k * self._err_fg + (1 - k) * e_fg_e
         if self._err_bg < ADOPT_RATIO * min(self._err_fg, self._mic_e):
             self._filters[0] = self._filters[1]
             self._err_fg = self._err_bg
-            return e_bg, mic - e_bg
-        if self._err_bg > RESTORE_RATIO * self._err_fg and float(np.dot(e_bg, e_bg)) > mic_e:
+            return e_bg, e_bg_e, mic - e_bg
+        if self._err_bg > RESTORE_RATIO * self._err_fg and e_bg_e > mic_e:
             self._filters[1] = self._filters[0]
             self._err_bg = self._err_fg
         if self._err_fg > self._mic_e:
             self._filters[0] = 0.0
             self._err_fg = self._mic_e
-            return mic, np.zeros_like(mic)
-        return e_fg, echo_fg
+            return mic, mic_e, np.zeros_like(mic)
+        return e_fg, e_fg_e, echo_fg
 
-    def _track_noise(self, e: np.ndarray) -> None:
-        rms = float(np.sqrt(np.mean(e * e)))
+    def _track_noise(self, e_energy: float, n: int) -> None:
+        rms = math.sqrt(e_energy / n)
         self._noise_rms = rms if self._noise_rms < 0 else min(rms, self._noise_rms * NOISE_RISE)
 
-    def _nlp(self, mic: np.ndarray, e: np.ndarray, echo: np.ndarray, far_active: bool) -> np.ndarray:
-        mic_energy = float(np.dot(mic, mic)) + 1e-12
-        echo_energy = float(np.dot(echo, echo))
-        self._erle_db = 10.0 * math.log10(mic_energy / (float(np.dot(e, e)) + 1e-12))
+    def _nlp(self, mic_e: float, e: np.ndarray, e_e: float, echo: np.ndarray, far_active: bool) -> np.ndarray:
+        mic_energy = mic_e + 1e-12
+        self._erle_db = 10.0 * math.log10(mic_energy / (e_e + 1e-12))
         target = 1.0
         if far_active:
-            dominance = min(echo_energy / mic_energy, 1.0)
+            dominance = min(self.impl.energy_peak(echo)[0] / mic_energy, 1.0)
             share = max(0.0, (dominance - self.nlp_threshold) / (1.0 - self.nlp_threshold))
             target = 10.0 ** (-self.suppression_db * share / 20.0)
-        # Ramp across the frame so the attenuation never steps audibly.
-        gains = np.linspace(self._nlp_gain, target, len(e) + 1)[1:]
+        # Ramp across the frame so the attenuation never steps audibly; comfort noise fills what it removed.
+        n, start = len(e), self._nlp_gain
         self._nlp_gain = target
-        out = e * gains
-        if self.comfort_noise and float(gains.min()) < 1.0:
-            fill = np.sqrt(np.maximum(1.0 - gains * gains, 0.0))
-            out = out + self._rng.standard_normal(len(e)) * (self._noise_rms * fill)
-        return out
+        lowest = min(start + (target - start) / n, target)  # the ramp's smallest gain (its first or last)
+        noise = self._rng.standard_normal(n) if self.comfort_noise and lowest < 1.0 else None
+        return self.impl.nlp_ramp(e, start, target, noise, self._noise_rms, np.empty(n))
 
     def telemetry(self) -> dict[str, float]:
         return {"aec_erle_db": self._erle_db, "aec_nlp_gain_db": 20.0 * math.log10(max(self._nlp_gain, 1e-6))}

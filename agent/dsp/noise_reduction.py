@@ -5,6 +5,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
+from agent.dsp import fft
 from agent.dsp.stage import FrameContext, Stage
 
 LEVEL_DB = {"low": 6.0, "moderate": 12.0, "high": 18.0, "very_high": 24.0}
@@ -31,8 +32,11 @@ class NoiseReducer(Stage):
         self._window = np.sqrt(0.5 - 0.5 * np.cos(2 * np.pi * np.arange(WINDOW) / WINDOW))  # periodic sqrt-Hann
         self._win_power = float(np.sum(self._window ** 2))  # |X_k|^2 of unit-variance white noise
         self._hops_per_frame = self.frame_samples // HOP
-        # Rows of [last WINDOW - HOP input samples, this frame]: the analysis window of each hop.
-        self._hop_index = np.arange(WINDOW)[None, :] + HOP * np.arange(self._hops_per_frame)[:, None]
+        # Per-frame work buffers (windowed frames in, spectra, synthesis frames out).
+        self._frames = np.zeros((self._hops_per_frame, WINDOW))
+        self._specs = np.zeros((self._hops_per_frame, NFFT // 2 + 1), dtype=complex)
+        self._synth = np.zeros((self._hops_per_frame, NFFT))
+        self._totals = np.zeros(self._hops_per_frame)
         self._bands = 0
         self._reset_stream()
 
@@ -64,9 +68,11 @@ class NoiseReducer(Stage):
         """Linear band edges over the bins; per-band state restarts (the noise estimate re-learns)."""
         nbins = NFFT // 2 + 1
         starts = np.unique(np.round(np.linspace(0, nbins, min(bands, nbins) + 1)).astype(int))[:-1]
-        self._starts = starts
+        self._starts = starts.astype(np.int64)
         self._counts = np.diff(np.append(starts, nbins)).astype(float)
-        self._bin_band = np.repeat(np.arange(len(starts)), np.diff(np.append(starts, nbins)))
+        self._bin_band = np.repeat(np.arange(len(starts), dtype=np.int64), np.diff(np.append(starts, nbins)))
+        self._gains = np.zeros((self._hops_per_frame, len(starts)))
+        self._band_pow = np.zeros((self._hops_per_frame, len(starts)))
         self._bands = bands
         self._core = self.impl.SpectralGain(len(starts))
 
@@ -81,40 +87,19 @@ class NoiseReducer(Stage):
     def process(self, x: np.ndarray, ctx: FrameContext) -> np.ndarray:
         """Both 10 ms hops of the frame with one forward and one inverse FFT call; the per-band
         gain recursion (noise tracking, decision-directed SNR) still runs hop by hop."""
-        keep = WINDOW - HOP
-        history = self._history
-        history[:keep] = history[len(history) - keep:]
-        history[keep:] = x
-        windows = history[self._hop_index]
-        specs = np.fft.rfft(windows * self._window, NFFT, axis=1)
-        power = specs.real ** 2 + specs.imag ** 2
-        bands = np.add.reduceat(power, self._starts, axis=1) / self._counts
-        totals = power.sum(axis=1)
-        core = self._core
-        gains = np.stack([core.process(bands[h], totals[h], windows[h, keep:]) for h in range(self._hops_per_frame)])
-        bins = gains[:, self._bin_band]
-        out_specs = specs * bins
-        if self.cn_power > 0:
-            out_specs += self._comfort_noise(bins)
-        y = np.fft.irfft(out_specs, NFFT, axis=1)[:, :WINDOW] * self._window
-        # Overlap-add: hop h's output is its window's first half plus the previous window's second half.
+        k, core, keep = self.impl, self._core, WINDOW - HOP
+        history, gains = self._history, self._gains
+        k.stft_frames(history, x, self._window, HOP, self._frames)
+        specs = fft.rfft(self._frames, NFFT, self._specs)
+        k.band_powers(specs, self._starts, self._counts, self._band_pow, self._totals)
+        for h in range(self._hops_per_frame):  # the hop's newest samples, unwindowed, for the click detector
+            gains[h] = core.process(self._band_pow[h], self._totals[h], history[h * HOP + keep:h * HOP + WINDOW])
+        # Comfort noise shaped like the tracked background: see ext.dsp band_gains_apply.
+        draw = self._rng.standard_normal((2,) + specs.shape) if self.cn_power > 0 else None
+        k.band_gains_apply(specs, gains, self._bin_band, self._core.noise, self.cn_power, draw)
         out = np.empty_like(x)
-        carry = self._tail
-        for h in range(self._hops_per_frame):
-            out[h * HOP:(h + 1) * HOP] = carry + y[h, :HOP]
-            carry = y[h, HOP:]
-        self._tail = carry.copy()
+        k.overlap_add(fft.irfft(specs, NFFT, self._synth), self._window, self._tail, out)
         return out
-
-    def _comfort_noise(self, bins: np.ndarray) -> np.ndarray:
-        """Noise filling what the gain removed, shaped like the tracked background and never louder
-        than it: per bin min(1, comfort level / noise level) x noise x (1 - gain^2). White noise at
-        the knob's level would sit above a quiet room's own floor in the bands speech leaves empty."""
-        noise_bins = self._core.noise[self._bin_band]
-        scale = min(1.0, self.cn_power / (float(np.mean(noise_bins)) + 1e-30))
-        amp = np.sqrt(np.maximum(1.0 - bins * bins, 0.0) * (0.5 * scale) * noise_bins)
-        draw = self._rng.standard_normal((2,) + bins.shape)
-        return amp * (draw[0] + 1j * draw[1])
 
     def telemetry(self) -> dict[str, float]:
         return {"nr_speech": float(self._core.speech), "nr_transients": float(self._core.transients)}
