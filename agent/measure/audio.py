@@ -11,6 +11,7 @@ reference for SINAD) keep their running estimate instead of inventing one.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -111,7 +112,7 @@ class AudioMeter:
         f0 = _pitch(seg)
         if f0 is None:
             return
-        spec = np.abs(np.fft.rfft(seg * np.hanning(len(seg)), 4096)) ** 2
+        spec = np.abs(np.fft.rfft(seg * _hanning(len(seg)), 4096)) ** 2
         hz_per_bin = SAMPLE_RATE / 4096
         half = max(1, int(f0 / 4 / hz_per_bin))
         energies = []
@@ -153,6 +154,14 @@ class AudioMeter:
         diff = 10 * np.log10(np.maximum(out_b[live], 1e-20) / ref_b[live])
         diff = np.clip(diff - diff.mean(), -60, 60)
         return float(np.sqrt(np.mean(diff * diff)))
+
+
+@functools.lru_cache(maxsize=16)
+def _hanning(n: int) -> np.ndarray:
+    """np.hanning(n), built once per length (voiced runs are whole frames, so a few lengths recur)."""
+    window = np.hanning(n)
+    window.flags.writeable = False
+    return window
 
 
 def _pitch(seg: np.ndarray) -> float | None:

@@ -68,6 +68,7 @@ class VoiceActivityDetector:
         self.smoothed = np.zeros(len(self.widths))
         self.sub_min = np.full(len(self.widths), np.inf)
         self.minima: list[np.ndarray] = []
+        self._minima_min = np.full(len(self.widths), np.inf)          # their elementwise minimum
         self._sub_count = 0
         self._prev_clean = np.zeros(len(self.widths))                 # |estimated speech|^2 / noise of the last frame
         self._run = self._hang = 0
@@ -77,13 +78,20 @@ class VoiceActivityDetector:
         spec = np.abs(np.fft.rfft(frame * self.window)) ** 2 / self.window_power
         return np.add.reduceat(spec, self.starts) / self.widths
 
+    def band_powers(self, frames: np.ndarray) -> np.ndarray:
+        """band_power of each row of `frames`, with one FFT call for all of them."""
+        spec = np.abs(np.fft.rfft(frames * self.window, axis=1)) ** 2 / self.window_power
+        return np.add.reduceat(spec, self.starts, axis=1) / self.widths
+
     def classify(self, frames: np.ndarray) -> np.ndarray:
         """Speech (True) or not for each row of `frames` (n x 320)."""
         out = np.zeros(len(frames), dtype=bool)
-        for i, frame in enumerate(frames):
-            if float(np.mean(frame * frame)) < _DIGITAL_SILENCE:
-                continue
-            power = self.band_power(frame)
+        audible = np.flatnonzero(np.mean(frames * frames, axis=1) >= _DIGITAL_SILENCE) if len(frames) else []
+        if not len(audible):
+            return out
+        # Spectra of every audible frame at once; the decisions below stay sequential (they carry state).
+        powers = self.band_powers(frames[audible])
+        for i, power in zip(audible, powers):
             if self.noise is None:  # first audible frame: the best guess there is, corrected by the floor
                 self.noise = power.copy()
                 self.smoothed = power.copy()
@@ -114,9 +122,10 @@ class VoiceActivityDetector:
         self._sub_count += 1
         if self._sub_count == _SUB_FRAMES:
             self.minima = (self.minima + [self.sub_min])[-_SUBWINDOWS:]
+            self._minima_min = np.minimum.reduce(self.minima)  # changes once per subwindow: kept, not redone
             self.sub_min = np.full(len(self.widths), np.inf)
             self._sub_count = 0
-        floor = np.minimum.reduce(self.minima + [self.sub_min]) * self.bias
+        floor = np.minimum(self._minima_min, self.sub_min) * self.bias
         noise = self.noise  # type: ignore[assignment]
         if not speech:
             noise = _NOISE_ALPHA * noise + (1 - _NOISE_ALPHA) * power
