@@ -4,8 +4,9 @@ The loop runs on a 20 ms frame timer (monotonic clock). Per frame: knob sets rec
 the last frame are applied to the whole pipeline at once (DSP chain, buffer, network),
 persisted, handed to the external applier and acknowledged; then each extension steps one
 frame. Every sample_interval_ms each extension is measured and a SAMPLE is sent; every
-heartbeat_ms a HEARTBEAT. In between it waits on the link socket, so KNOB_SETs are taken
-in as they arrive. Nothing here blocks on the controller: see agent/link.py.
+heartbeat_ms a HEARTBEAT (both on the first frame boundary once due, so they add no
+wake-ups). In between it waits on the link socket, so KNOB_SETs are taken in as they
+arrive; the link is read only when the poll says it has something. Nothing here blocks on the controller: see agent/link.py.
 """
 from __future__ import annotations
 
@@ -180,23 +181,29 @@ class StationAgent:
         frame_s, sample_s, beat_s = FRAME_MS / 1000, self.cfg.sample_interval_ms / 1000, self.cfg.heartbeat_ms / 1000
         start = self.clock()
         next_frame, next_sample, next_beat = start + frame_s, start + sample_s, start
+        readable = True  # drain the link once at the start
         while not self._stop.is_set():
             now = self.clock()
             if now - next_frame > _MAX_LAG_FRAMES * frame_s:
                 log.warning("frame loop %.0f ms behind: skipping ahead", (now - next_frame) * 1000)
                 next_frame = now
+            framed = next_frame <= now
             while next_frame <= now:
                 self.frame()
                 next_frame += frame_s
-            if now >= next_sample:
+            # Samples and heartbeats ride on the first frame boundary at or after they fall due: a
+            # sample measures whole frames anyway, and their own wake-ups would cost as much as a frame's.
+            if framed and now >= next_sample:
                 self.sample()
                 next_sample = max(next_sample + sample_s, now)
-            if now >= next_beat:
+            if framed and now >= next_beat:
                 self.link.send(protocol.heartbeat(self.wall()))
                 next_beat = now + beat_s
-            self._handle_link()
-            timeout = max(0.0, min(next_frame, next_sample, next_beat) - self.clock())
-            poller.poll(math.ceil(timeout * 1000))  # whole ms: a 0 would spin until the deadline
+            if readable or self.link.hello_due:
+                self._handle_link()
+            timeout = max(0.0, next_frame - self.clock())
+            # One timer (the next frame) plus the link sockets; whole ms, since a 0 would spin until the deadline.
+            readable = bool(poller.poll(math.ceil(timeout * 1000)))
 
     def _handle_link(self) -> None:
         for msg in self.link.receive():

@@ -159,3 +159,29 @@ def test_comfort_noise_never_louder_than_the_noise_and_absent_at_unit_gain(impl:
     untouched = np.ones((1, 257), dtype=complex)
     impl.band_gains_apply(untouched, np.ones((1, 2)), bin_band, noise, 1e6, draw)
     assert np.array_equal(untouched, np.ones((1, 257), dtype=complex))
+
+
+def test_echo_canceller_skip_on_a_silent_far_end_is_exact(impl: ModuleType) -> None:
+    """Once every far-end block the filter spans is digital silence the AEC skips its filters; the output
+    must be exactly what the full path gives (an echo estimate of zeros)."""
+    from agent.dsp.chain import DspChain
+
+    rng = np.random.default_rng(7)
+    n = 320 * 120
+    far = np.zeros(n)
+    far[:320 * 80] = 0.1 * rng.standard_normal(320 * 80)  # the far end talks 1.6 s, then stops for 0.8 s
+    # An echo 190 ms late lives in the filter's last partition, the one a late skip would cut short.
+    mic = 0.001 * rng.standard_normal(n) + 0.3 * np.concatenate((np.zeros(3040), far[:-3040]))
+    outs = []
+    for skip in (True, False):
+        chain = DspChain(impl=impl, seed=1)
+        chain.configure({"nr_enabled": False, "agc_enabled": False, "limiter_enabled": False})
+        aec = chain.stages[0]
+        frames = []
+        for i in range(0, n, 320):
+            if not skip:
+                aec._silent_run = 0  # force the full path
+            frames.append(chain.process(mic[i:i + 320], far[i:i + 320]))
+        assert np.abs(aec._filters[0][-1]).max() > 0.01  # the foreground learnt the late echo
+        outs.append(np.concatenate(frames))
+    assert np.array_equal(outs[0], outs[1])

@@ -55,6 +55,7 @@ class EchoCanceller(Stage):
         self._filters = np.zeros((2, 0, b + 1), dtype=complex)
         self._tap_mask = np.ones((0, 2 * b))
         self._far_peaks: list[float] = []
+        self._silent_run = 0  # consecutive far-end frames of digital silence
         self._far_pows: list[float] = []
         self._erl_db = 0.0  # low percentile of the mic/far power ratio (echo path + noise); 0 dB: Geigel alone
         self._dt_hang = 0
@@ -122,6 +123,9 @@ class EchoCanceller(Stage):
             e_fg_e, e_bg_e = energy_peak(errs[0])[0], energy_peak(errs[1])[0]
             self._adapt(mic_e, mic_peak, len(x), errs[1])
             e, e_e, echo = self._arbitrate(x, mic_e, echoes[0], e_fg_e, e_bg_e)
+        elif self._silent_run > len(self._W):
+            # Every far-end block the filter spans is digital silence: its echo estimate is exactly zero.
+            e, e_e, echo = x, mic_e, x
         else:
             echo = self._echoes(1)[0]
             e = np.subtract(x, echo, out=errs[0])
@@ -154,6 +158,7 @@ class EchoCanceller(Stage):
         far_e, far_peak = self.impl.energy_peak(far)
         self._far_peaks = (self._far_peaks + [far_peak])[-parts:]
         self._far_pows = (self._far_pows + [far_e / len(far)])[-parts:]
+        self._silent_run = self._silent_run + 1 if far_peak == 0.0 else 0
 
     def _echoes(self, count: int) -> np.ndarray:
         """The echo estimate of the first `count` filters (foreground, background) for this frame;

@@ -60,23 +60,24 @@ class DspChain:
         self._knobs.update(knobs)
         for stage in self.stages:
             stage.configure(self._knobs)
+        # Whether a stage runs and what delay it adds follow from its knobs alone: settled here, not per frame.
+        self._active = tuple(stage for stage in self.stages if stage.active)
+        self._delay_ms = 1000.0 * sum(stage.delay_samples for stage in self._active) / self.sample_rate
 
     def process(self, frame: np.ndarray, far_end: np.ndarray | None = None) -> np.ndarray:
         x = np.array(frame, dtype=np.float64).reshape(-1)
         if len(x) != self.frame_samples:
             raise ValueError(f"expected a frame of {self.frame_samples} samples, got {len(x)}")
         ctx = FrameContext(far_end, 10.0 * math.log10(float(np.dot(x, x)) / len(x) + 1e-20))
-        for stage in self.stages:
-            if stage.active:
-                x = stage.process(x, ctx)
+        for stage in self._active:
+            x = stage.process(x, ctx)
         # The contract is [-1, 1]; with the limiter on this never triggers, with it off it is the DAC's clip.
         return np.clip(x, -1.0, 1.0, out=x)
 
     @property
     def algorithmic_delay_ms(self) -> float:
         """Delay the active stages add (noise-reduction overlap, compressor and limiter lookahead)."""
-        samples = sum(stage.delay_samples for stage in self.stages if stage.active)
-        return 1000.0 * samples / self.sample_rate
+        return self._delay_ms
 
     def cache_stats(self) -> tuple[int, int]:
         """(hits, misses) of the filter-design cache."""

@@ -50,7 +50,8 @@ class Stage(ABC):
 
     @property
     def active(self) -> bool:
-        """Whether process() alters the signal at all (inactive stages are skipped)."""
+        """Whether process() alters the signal at all (inactive stages are skipped). A function of the
+        stage's knobs only: the chain reads it (and delay_samples) once per configure, not per frame."""
         return True
 
     @property
