@@ -20,6 +20,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="agent.toml (see agent/agent.example.toml); defaults apply without one")
 
 
+def hot_paths() -> str:
+    """Which implementation each ext/ hot path runs ("cython" or "python"), for the startup log."""
+    import ext.dsp, ext.jitter, ext.latency, ext.sequence, ext.vad
+    return ", ".join(f"{m.__name__.split('.')[-1]} {m.IMPLEMENTATION}"
+                     for m in (ext.dsp, ext.jitter, ext.sequence, ext.latency, ext.vad))
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         cfg = load(args.config)
@@ -47,8 +54,9 @@ def run(args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGTERM, _stop)
-    log.info("serving %s (extensions %s), controller %s, exporter %s", cfg.station, ", ".join(cfg.extensions),
-             cfg.controller, f"{cfg.exporter_host}:{cfg.exporter_port}" if cfg.exporter_port else "off")
+    log.info("serving %s (extensions %s), controller %s, exporter %s, hot paths %s", cfg.station,
+             ", ".join(cfg.extensions), cfg.controller,
+             f"{cfg.exporter_host}:{cfg.exporter_port}" if cfg.exporter_port else "off", hot_paths())
     try:
         agent.run()
     finally:

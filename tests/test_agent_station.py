@@ -215,3 +215,12 @@ def test_bad_agent_config_is_refused_with_the_key_named(tmp_path):
         bad.write_text(text)
         with pytest.raises(ConfigError, match=needle):
             load(bad, env={})
+
+
+def test_startup_log_names_the_implementation_of_every_hot_path():
+    import ext.dsp
+    import ext.vad
+    from agent.main import hot_paths
+    line = hot_paths()
+    assert f"dsp {ext.dsp.IMPLEMENTATION}" in line and f"vad {ext.vad.IMPLEMENTATION}" in line
+    assert all(name in line for name in ("jitter", "sequence", "latency"))
