@@ -180,3 +180,14 @@ def test_voice_activity_and_noise_level_after_the_chain_on_a_noisy_station(host)
     assert np.median(noise[settled]) == pytest.approx(-32.0, abs=2.0)
     speechy = [n < lv - 3 for n, lv, v in zip(noise[settled], level[settled], var[settled]) if v > 0.5]
     assert np.mean(speechy) > 0.8  # while someone talks, the noise reads below the level
+
+
+@pytest.mark.parametrize("f0, second, third", [(200.0, 0.1, 0.0), (130.0, 0.05, 0.02), (310.0, 0.0, 0.0)])
+def test_thd_of_a_voiced_run_follows_its_harmonics(f0, second, third):
+    """THD-R = sqrt(harmonic power / total power) of a periodic run: 0.0995 for a -20 dB second harmonic."""
+    t = np.arange(320 * 8) / 16000
+    x = 0.3 * (np.sin(2 * np.pi * f0 * t) + second * np.sin(4 * np.pi * f0 * t) + third * np.sin(6 * np.pi * f0 * t))
+    meter = AudioMeter()
+    meter._update_thd(x.reshape(-1, 320), np.ones(8, dtype=bool), np.zeros(8))
+    expected = np.sqrt((second ** 2 + third ** 2) / (1 + second ** 2 + third ** 2))
+    assert meter.thd == pytest.approx(expected, abs=0.003)
