@@ -29,7 +29,7 @@ from agent.measure.sample import PointMeter
 from agent.pipeline import FRAME_MS, Chain, ExtensionPipeline
 from shared import protocol
 from shared.knobs import KnobProblem, validate
-from shared.metrics import METRICS, MetricType, out_of_bounds
+from shared.metrics import METRICS, MetricType
 from shared.protocol import Message, MsgType
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ class StationAgent:
         host = self.host.read()
         for point in self.points.values():
             flat = point.meter.sample(self.sim_ms, host)
-            values = [_plain(m.type, flat[m.key]) for m in METRICS]
+            values = [None if (v := flat[key]) is None else plain(v) for key, plain in _PLAIN]
             measured_at = self.wall()
             self._check_bounds(point, flat)
             point.values, point.sampled_at = values, measured_at
@@ -158,7 +158,8 @@ class StationAgent:
         point.next_pesq_ms = self.sim_ms + self.cfg.pesq_interval_s * 1000
 
     def _check_bounds(self, point: PointState, flat: dict[str, Any]) -> None:
-        bad = set(out_of_bounds(flat)) - point.out_of_bounds
+        # shared.metrics.out_of_bounds with the catalog keys built once (Metric.key formats a string per call).
+        bad = {key for key, m in _BY_KEY if key not in flat or not m.within_bounds(flat[key])} - point.out_of_bounds
         if bad:  # a defect in a computation: say so once per metric, never clamp it away here
             log.error("%s: metrics outside the catalog's bounds: %s", point.extension,
                       {k: flat.get(k) for k in sorted(bad)})
@@ -230,15 +231,11 @@ class StationAgent:
         self.applier.reap()
 
 
-def _plain(mtype: MetricType, value: Any) -> Any:
-    """Plain Python values for msgpack (numpy scalars are not packed as numbers)."""
-    if value is None:
-        return None
-    if mtype is MetricType.BOOL:
-        return bool(value)
-    if mtype is MetricType.INT:
-        return int(value)
-    return float(value)
+# Plain Python values for msgpack (numpy scalars are not packed as numbers).
+_PLAIN_TYPE: dict[MetricType, Callable[[Any], Any]] = {MetricType.BOOL: bool, MetricType.INT: int}
+# Catalog order, keys formatted once: (key, converter to a plain value) and (key, metric).
+_PLAIN: tuple[tuple[str, Callable[[Any], Any]], ...] = tuple((m.key, _PLAIN_TYPE.get(m.type, float)) for m in METRICS)
+_BY_KEY: tuple[tuple[str, Any], ...] = tuple((m.key, m) for m in METRICS)
 
 
 def _pid() -> int:

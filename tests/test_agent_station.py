@@ -224,3 +224,23 @@ def test_startup_log_names_the_implementation_of_every_hot_path():
     line = hot_paths()
     assert f"dsp {ext.dsp.IMPLEMENTATION}" in line and f"vad {ext.vad.IMPLEMENTATION}" in line
     assert all(name in line for name in ("jitter", "sequence", "latency"))
+
+
+def test_a_metric_outside_its_bounds_is_logged_once_and_sample_values_are_plain(tmp_path, caplog):
+    agent, link = make_agent(tmp_path)
+    try:
+        agent.warm_up()
+        point = agent.points["3333"]
+        real = point.meter.sample
+        point.meter.sample = lambda now, host: {**real(now, host), "packet.loss_rate": 1.5}  # type: ignore[method-assign]
+        with caplog.at_level("ERROR", logger="agent.station"):
+            for _ in range(3):
+                agent.frame()
+                agent.sample()
+        assert point.out_of_bounds == {"packet.loss_rate"}
+        assert sum("packet.loss_rate" in r.getMessage() for r in caplog.records) == 1
+        assert not agent.points["4444"].out_of_bounds
+        for value, m in zip(point.values, METRICS):
+            assert value is None or type(value) is {"bool": bool, "int": int}.get(m.type.value, float), m.key
+    finally:
+        agent.close()

@@ -164,5 +164,7 @@ class PointMeter:
         slots = self.p.receiver.slot_history
         if not slots:
             return emodel.mos(delay_ms, 0.0)
-        concealed = len(slots) - sum(slots)
+        concealed = slots.count(False)
+        if not concealed:  # no loss: the burst ratio does not enter Ie-eff (and the scan of 500 slots is skipped)
+            return emodel.mos(delay_ms, 0.0)
         return emodel.mos(delay_ms, 100.0 * concealed / len(slots), emodel.burst_ratio(slots))
