@@ -12,7 +12,9 @@ that mirrors the last sample (catalog counters stay cumulative, deltas are per w
 booleans are 0/1; a null timestamp is omitted. Agent health: `tpmon_agent_up`,
 `tpmon_agent_controller_connected`, `tpmon_agent_frames_processed_total{extension}`,
 `tpmon_agent_link_frames_malformed_total`, `tpmon_agent_link_messages_dropped_total`,
-`tpmon_agent_knob_version{extension}`, `tpmon_agent_last_sample_timestamp_seconds{extension}`.
+`tpmon_agent_knob_version{extension}`, `tpmon_agent_last_sample_timestamp_seconds{extension}`,
+`tpmon_agent_sim_cpu_seconds_total{extension}` (thread CPU time of the built-in simulator's
+sending side, so its share of the process CPU can be told apart from the agent's own cost).
 
 Nothing happens at import: `AgentCollector` is registered on the registry the caller
 passes, and `serve()` starts the HTTP server only when asked.
@@ -72,6 +74,11 @@ class AgentCollector(Collector):
         for ext, state in exts.items():
             frames.add_metric([station, ext], state["frames"])
         yield frames
+        sim = CounterMetricFamily("tpmon_agent_sim_cpu_seconds", "Thread CPU seconds of the built-in simulator's "
+                                  "sending side (source synthesis, sender, network send).", labels=["station", "extension"])
+        for ext, state in exts.items():
+            sim.add_metric([station, ext], state["sim_cpu_s"])
+        yield sim
         yield CounterMetricFamily("tpmon_agent_link_frames_malformed", "Frames from the controller that did not decode.",
                                   value=snap["malformed"])
         yield CounterMetricFamily("tpmon_agent_link_messages_dropped", "Messages dropped because no controller took them.",

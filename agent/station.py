@@ -222,7 +222,8 @@ class StationAgent:
         return {"station": self.cfg.station, "connected": self.link.connected,
                 "malformed": self.link.malformed, "dropped": self.link.dropped,
                 "extensions": {e: {"values": p.values, "frames": p.pipeline.frames, "knob_version": p.version,
-                                   "sampled_at": p.sampled_at} for e, p in self.points.items()}}
+                                   "sampled_at": p.sampled_at, "sim_cpu_s": p.pipeline.sim_cpu_s}
+                               for e, p in self.points.items()}}
 
     def close(self) -> None:
         self.link.close()

@@ -145,3 +145,12 @@ def test_audio_metrics_follow_the_output(host):
     hushed = run(10, dict(CLEAN_PATH, loss_rate=0.0, noise_dbfs=-80.0), {"agc_enabled": False}, host=host)[1]
     silent = [s["audioQuality.silence_detected"] for s in hushed[10:]]
     assert any(silent) and not all(silent)  # pauses between phrases, speech within them
+
+
+def test_simulator_cpu_is_counted_apart_and_is_part_of_the_step_cpu():
+    pipe = ExtensionPipeline("3333", SimConditions(), 3, defaults(), lambda: DspChain(seed=3))
+    started = time.thread_time()
+    for k in range(1, 151):
+        pipe.step(k * 20.0)
+    spent = time.thread_time() - started
+    assert 0.0 < pipe.sim_cpu_s < spent  # synthesis and sending happened, and the chain and receiver cost more than nothing

@@ -195,6 +195,9 @@ def test_exporter_names_every_metric_with_labels_and_health(tmp_path):
         assert "tpmon_audio_quality_clipping_detected{" in text
         assert "tpmon_agent_up 1.0" in text
         assert 'tpmon_agent_frames_processed_total{extension="3333",station="Station-3"}' in text
+        sim_cpu = agent.points["3333"].pipeline.sim_cpu_s
+        assert sim_cpu > 0  # the warm-up and 8 frames synthesised speech and sent packets
+        assert f'tpmon_agent_sim_cpu_seconds_total{{extension="3333",station="Station-3"}} {sim_cpu!r}' in text
         assert "tpmon_agent_link_frames_malformed_total 0.0" in text
         assert 'tpmon_agent_knob_version{extension="3333",station="Station-3"} 0.0' in text
     finally:
