@@ -191,3 +191,14 @@ def test_thd_of_a_voiced_run_follows_its_harmonics(f0, second, third):
     meter._update_thd(x.reshape(-1, 320), np.ones(8, dtype=bool), np.zeros(8))
     expected = np.sqrt((second ** 2 + third ** 2) / (1 + second ** 2 + third ** 2))
     assert meter.thd == pytest.approx(expected, abs=0.003)
+
+
+def test_burst_ratio_counts_transitions_between_played_and_concealed_slots():
+    from collections import deque
+
+    from agent.measure import emodel
+    slots = deque(([True] * 8 + [False] * 2) * 50, maxlen=500)
+    # 499 pairs: 400 start played (50 of them go to concealed), 99 start concealed (49 go back).
+    assert emodel.burst_ratio(slots) == pytest.approx(1.0 / (50 / 400 + 49 / 99), rel=1e-12)
+    assert emodel.burst_ratio([True, False] * 10) == pytest.approx(1.0 / (10 / 10 + 9 / 9))  # random-like: 0.5
+    assert emodel.burst_ratio([True] * 30) == 1.0 and emodel.burst_ratio([]) == 1.0

@@ -42,18 +42,18 @@ def effective_equipment_impairment(ppl_percent: float, burst_r: float,
 
 
 def burst_ratio(slots: Iterable[bool]) -> float:
-    """BurstR from a sequence of playout slots (True = played, False = concealed)."""
-    played_to_lost = lost_to_played = from_played = from_lost = 0
-    prev: bool | None = None
-    for s in slots:
-        if prev is not None:
-            if prev:
-                from_played += 1
-                played_to_lost += not s
-            else:
-                from_lost += 1
-                lost_to_played += s
-        prev = s
+    """BurstR from a sequence of playout slots (True = played, False = concealed).
+
+    BurstR = 1 / (p + q) with p = P(played -> concealed), q = P(concealed -> played), counted over
+    consecutive pairs. The slots become one byte each so the counts are C-level `bytes.count`
+    calls (a "10" or "01" pair cannot overlap the next one of its kind, so non-overlapping
+    counting finds them all)."""
+    seq = bytes(slots)
+    if len(seq) < 2:
+        return 1.0
+    from_played = seq.count(1, 0, len(seq) - 1)
+    from_lost = len(seq) - 1 - from_played
+    played_to_lost, lost_to_played = seq.count(b"\x01\x00"), seq.count(b"\x00\x01")
     if from_played == 0 or from_lost == 0 or played_to_lost == 0:
         return 1.0
     p, q = played_to_lost / from_played, lost_to_played / from_lost
