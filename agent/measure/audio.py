@@ -16,6 +16,7 @@ import math
 
 import numpy as np
 
+from agent.dsp import fft
 from agent.measure.vad import VoiceActivityDetector
 
 SAMPLE_RATE = 16000
@@ -50,11 +51,10 @@ class AudioMeter:
         peak = float(np.max(np.abs(out))) if len(out) else 0.0
         frames = out[: len(out) // FRAME * FRAME].reshape(-1, FRAME)
         speech, zcr_f = self._vad(frames)
-        spectrum = np.abs(np.fft.rfft(out)) ** 2
-        freqs = np.fft.rfftfreq(len(out), 1 / SAMPLE_RATE)
+        spectrum, ref_spec = _power_spectra(out, ref)
+        freqs = _rfft_freqs(len(out))
         self._update_thd(frames, speech, zcr_f)
         self._update_sinad(out, ref)
-        ref_spec = np.abs(np.fft.rfft(ref)) ** 2
         noise_now = float(np.mean(frames[~speech] ** 2)) if (~speech).any() else None
         return {
             "level_rms": max(_FLOOR_DB, min(0.0, db(power))),
@@ -172,14 +172,34 @@ def _harmonic_energies(spec: np.ndarray, f0: float) -> np.ndarray:
     return np.add.reduceat(np.append(spec, 0.0), bounds)[0::2]
 
 
+def _power_spectra(out: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """|rfft|^2 of the output and of the reference; one FFT call for both when they have one length."""
+    n = len(out)
+    if n != len(ref) or n % 2:
+        return np.abs(np.fft.rfft(out)) ** 2, np.abs(np.fft.rfft(ref)) ** 2
+    both = np.abs(fft.rfft(np.stack((out, ref)), n, np.empty((2, n // 2 + 1), dtype=complex))) ** 2
+    return both[0], both[1]
+
+
+@functools.lru_cache(maxsize=16)
+def _rfft_freqs(n: int) -> np.ndarray:
+    """np.fft.rfftfreq(n, 1 / SAMPLE_RATE), built once per window length (windows are 7 or 8 frames)."""
+    freqs = np.fft.rfftfreq(n, 1 / SAMPLE_RATE)
+    freqs.flags.writeable = False
+    return freqs
+
+
 def _pitch(seg: np.ndarray) -> float | None:
     """f0 by autocorrelation between 70 and 400 Hz; None when the segment is not periodic enough."""
     n = len(seg)
-    spec = np.fft.rfft(seg, 2 * n)
-    ac = np.fft.irfft(spec * np.conj(spec))[:n]
+    lo, hi = SAMPLE_RATE // 400, min(n - 1, SAMPLE_RATE // 70)
+    # Linear (not circular) autocorrelation up to lag hi needs n + hi points; n + FRAME (n is whole
+    # frames, so a multiple of 320 = 2^6 x 5) keeps the transform sizes smooth and about half of 2n.
+    size = n + FRAME if n % FRAME == 0 else 2 * n
+    spec = np.fft.rfft(seg, size)
+    ac = np.fft.irfft(spec * np.conj(spec), size)[:n]
     if ac[0] <= 0:
         return None
-    lo, hi = SAMPLE_RATE // 400, min(n - 1, SAMPLE_RATE // 70)
     lag = lo + int(np.argmax(ac[lo:hi]))
     return SAMPLE_RATE / lag if ac[lag] / ac[0] > 0.3 else None
 
