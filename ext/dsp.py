@@ -1,19 +1,10 @@
 """Selects the DSP primitives: the Cython module ext._dsp unless TPMON_NO_EXTENSIONS=1 or it is not built."""
 from __future__ import annotations
 
-import os
-
+from ext.twins import choose
 from ext.dsp_py import FILTER_KINDS, MAX_DESIGN_FRACTION, Coeffs, db_to_lin, design_biquad
 
-if os.environ.get("TPMON_NO_EXTENSIONS") == "1":
-    from ext import dsp_py as _impl
-else:
-    try:
-        from ext import _dsp as _impl  # type: ignore[attr-defined]
-    except ImportError:  # not built (no compiler, plain checkout): the twin behaves the same, slower
-        from ext import dsp_py as _impl
-
-IMPLEMENTATION: str = "python" if _impl.__name__ == "ext.dsp_py" else "cython"
+_impl, IMPLEMENTATION = choose("_dsp", "dsp_py")
 MODULE = _impl
 
 Biquad = _impl.Biquad

@@ -1,8 +1,6 @@
 """Frame kernels of the echo canceller and noise reducer (ext.dsp): Cython against the twin, and what each computes."""
 from __future__ import annotations
 
-import importlib
-import os
 from types import ModuleType
 
 import numpy as np
@@ -10,17 +8,14 @@ import pytest
 
 from agent.dsp import fft
 from ext import dsp_py
+from tests.twins import load_twin
 
 B = 320  # frame samples
 
 
 def _cython() -> ModuleType:
-    try:
-        return importlib.import_module("ext._dsp")
-    except ImportError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"ext._dsp is not built under CI: {exc}")
-        pytest.skip(f"ext._dsp not built ({exc}); run setup.py build_ext --inplace")
+    """The built Cython module; under CI a missing build is a failure, not a skip."""
+    return load_twin("c", dsp_py, "_dsp")
 
 
 @pytest.fixture(params=["py", "c"])

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import importlib
 import math
-import os
 from types import ModuleType
 from typing import Callable
 
@@ -11,6 +10,7 @@ import numpy as np
 import pytest
 
 from ext import dsp_py
+from tests.twins import load_twin
 from ext.dsp_py import design_biquad
 
 FS = 16000
@@ -18,12 +18,7 @@ FS = 16000
 
 def _cython() -> ModuleType:
     """The built Cython module; under CI a missing build is a failure, not a skip."""
-    try:
-        return importlib.import_module("ext._dsp")
-    except ImportError as exc:
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"ext._dsp is not built under CI: {exc}")
-        pytest.skip(f"ext._dsp not built ({exc}); run setup.py build_ext --inplace")
+    return load_twin("c", dsp_py, "_dsp")
 
 
 @pytest.fixture(params=["py", "c"])
