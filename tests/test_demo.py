@@ -23,6 +23,12 @@ def _demo(tmp: Path, http: int, link: int, exporter: int) -> subprocess.Popen:
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 
+def _still_running(demo: subprocess.Popen) -> bool:
+    if demo.poll() is not None:
+        raise AssertionError(f"tpmon demo exited with {demo.returncode}:\n{demo.stdout.read()}")
+    return True
+
+
 def _active_points(base: str) -> int:
     status, snap = get_json(f"{base}/api/v1/snapshots")
     return sum(p["status"] == "active" for s in snap["stations"].values() for p in s.values())
@@ -34,7 +40,7 @@ def test_demo_runs_stops_on_ctrl_c_and_restarts_cleanly(tmp_path: Path):
     for attempt in range(2):  # the second run must find no stale ports or processes
         demo = _demo(tmp_path, http, link, exporter)
         try:
-            wait_until(lambda: _active_points(base) == 4, 40)
+            wait_until(lambda: _still_running(demo) and _active_points(base) == 4, 40)
             children = psutil.Process(demo.pid).children(recursive=True)
             assert len(children) == 3  # controller + 2 agents
             status, text = get_json(f"http://127.0.0.1:{exporter}/metrics")
