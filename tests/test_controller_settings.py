@@ -14,6 +14,7 @@ import pytest
 
 from controller.settings import DEFAULTS, ControllerSettings, load_settings
 from shared.config import ConfigError
+from tpmon.processes import free_port
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -56,12 +57,6 @@ def test_every_default_is_a_setting():
     assert set(DEFAULTS) == set(ControllerSettings.__dataclass_fields__)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _start(tmp_path: Path, http_port: int, link_port: int) -> subprocess.Popen:
     argv = [sys.executable, "-m", "tpmon.cli", "controller", "--http-port", str(http_port),
             "--link-endpoint", f"tcp://127.0.0.1:{link_port}", "--data-dir", str(tmp_path / "data"),
@@ -72,7 +67,7 @@ def _start(tmp_path: Path, http_port: int, link_port: int) -> subprocess.Popen:
 
 @pytest.mark.slow
 def test_the_process_serves_and_stops_cleanly_on_sigterm(tmp_path):
-    http_port, link_port = _free_port(), _free_port()
+    http_port, link_port = free_port(), free_port()
     proc = _start(tmp_path, http_port, link_port)
     try:
         deadline, doc = time.monotonic() + 20, None
@@ -99,7 +94,7 @@ def test_a_port_in_use_is_a_clear_error_not_a_traceback(tmp_path):
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
-        proc = _start(tmp_path, busy.getsockname()[1], _free_port())
+        proc = _start(tmp_path, busy.getsockname()[1], free_port())
         code = proc.wait(20)
         err = proc.stderr.read()
     assert code == 1 and "controller cannot start" in err and "Traceback" not in err
