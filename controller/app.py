@@ -33,7 +33,7 @@ def create_app(settings: ControllerSettings, *, registry: CollectorRegistry | No
     clock = clock or SystemClock()
     registry = registry if registry is not None else CollectorRegistry()
     topology = Topology(settings.stations)
-    app = web.Application(middlewares=[middleware.observe, middleware.errors], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(middlewares=[middleware.observe], client_max_size=MAX_BODY_BYTES)
 
     live = LiveState(topology, clock, settings.stale_after_ms / 1000, settings.offline_after_ms / 1000)
     store = ConfigStore(settings.store_path, topology, clock)
