@@ -143,7 +143,7 @@ _AUDIO = [
     ("voice_activity_ratio", "ratio", F, G, 0, 1, "Share of the window's 20 ms output frames marked as speech by a statistical-model detector: per-band likelihood ratios (Sohn) against a noise spectrum tracked on non-speech frames within 3 dB of a minimum-statistics floor (last 3.2 s), one frame of hangover."),
 ]
 _PERFORMANCE = [
-    ("cpu_usage", "%", F, G, 0, INF, "Agent process CPU time (user + system, psutil) since the previous sample over the wall time elapsed, percent of one core."),
+    ("cpu_usage", "%", F, G, 0, INF, "Agent process CPU time (user + system, getrusage, microsecond resolution) since the previous sample over the wall time elapsed, percent of one core."),
     ("memory_usage", "%", F, G, 0, 100, "Agent process resident memory as a percentage of host memory (psutil)."),
     ("thread_count", "threads", I, G, 0, INF, "Threads of the agent process (psutil)."),
     ("handle_count", "handles", I, G, 0, INF, "Open file descriptors of the agent process (psutil)."),

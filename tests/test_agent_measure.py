@@ -202,3 +202,21 @@ def test_burst_ratio_counts_transitions_between_played_and_concealed_slots():
     assert emodel.burst_ratio(slots) == pytest.approx(1.0 / (50 / 400 + 49 / 99), rel=1e-12)
     assert emodel.burst_ratio([True, False] * 10) == pytest.approx(1.0 / (10 / 10 + 9 / 9))  # random-like: 0.5
     assert emodel.burst_ratio([True] * 30) == 1.0 and emodel.burst_ratio([]) == 1.0
+
+
+def test_cpu_usage_resolves_a_few_milliseconds_per_window():
+    """psutil's tick-based CPU times would read 0% or 20% here; the window needs better than 10 ms."""
+    from agent.measure.host import HostMeter
+
+    meter = HostMeter()
+    errors = []
+    for _ in range(8):
+        meter.read()
+        wall0, cpu0 = time.monotonic(), time.process_time()
+        while time.process_time() - cpu0 < 0.004:
+            pass
+        time.sleep(0.03)
+        expected = (time.process_time() - cpu0) / (time.monotonic() - wall0) * 100
+        errors.append(abs(meter.read()["cpu_usage"] - expected))
+    meter.close()
+    assert sorted(errors)[len(errors) // 2] < 3.0, errors
