@@ -1,7 +1,6 @@
 """ext.dsp primitives: the Cython module against its pure-Python twin, and each primitive's behaviour."""
 from __future__ import annotations
 
-import importlib
 import math
 from types import ModuleType
 from typing import Callable
@@ -125,23 +124,6 @@ def test_parameter_change_keeps_state_equal(cy: ModuleType) -> None:
     _assert_states_equal(procs[0], procs[1])
     _assert_states_equal(lims[0], lims[1])
 
-
-def test_selector_honours_no_extensions(monkeypatch: pytest.MonkeyPatch) -> None:
-    import ext.dsp as selector
-    monkeypatch.setenv("TPMON_NO_EXTENSIONS", "1")
-    try:
-        forced = importlib.reload(selector)
-        assert forced.IMPLEMENTATION == "python" and forced.Limiter is dsp_py.Limiter
-        monkeypatch.delenv("TPMON_NO_EXTENSIONS")
-        chosen = importlib.reload(selector)
-        try:
-            importlib.import_module("ext._dsp")
-            assert chosen.IMPLEMENTATION == "cython"
-        except ImportError:
-            assert chosen.IMPLEMENTATION == "python"
-    finally:
-        monkeypatch.delenv("TPMON_NO_EXTENSIONS", raising=False)
-        importlib.reload(selector)
 
 
 # --- behaviour (both implementations) -----------------------------------------------------------

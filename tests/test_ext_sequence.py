@@ -1,10 +1,6 @@
 """SequenceTracker: RFC 3550 A.1/A.3/A.8 on hand-checked sequences, and the Cython build against its twin."""
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import numpy as np
@@ -13,7 +9,6 @@ import pytest
 from ext import sequence_py as sp
 from tests.twins import load_twin
 
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def _load(name: str) -> ModuleType:
@@ -178,15 +173,3 @@ def test_constants_match_between_builds():
                  "MAX_MISORDER", "MIN_SEQUENTIAL", "RTP_SEQ_MOD", "SEEN_SLOTS"):
         assert getattr(c_mod, name) == getattr(sp, name), name
 
-
-def test_selector_honours_tpmon_no_extensions():
-    code = "import ext.sequence as s; print(s.IMPLEMENTATION)"
-    env = dict(os.environ, TPMON_NO_EXTENSIONS="1")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "python"
-    env.pop("TPMON_NO_EXTENSIONS")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
-    built = any((ROOT / "ext").glob("_sequence*.so"))
-    if os.environ.get("CI") == "true":
-        assert built, "Cython build ext._sequence missing under CI"
-    assert out.stdout.strip() == ("cython" if built else "python")
