@@ -8,6 +8,15 @@ gaps while the retransmit knobs and the playout deadline allow, and plays out ex
 samples: decoded packets, concealment for lost slots (the last packet repeated with a
 fade, silence after three), silence for underflows. Every output sample keeps the media
 sample index it stands for, so the measurement can align the clean reference exactly.
+
+Repairs (retransmissions and FEC reconstructions) are played like any packet but are not
+arrivals of the media stream for timing, as with an RFC 4588 RTX stream: they are pushed
+to the jitter buffer as `repaired` (no jitter, mean or base transit from them) and feed no
+RFC 3550 jitter. Their transit holds a NACK round trip (a retransmission) or they have no
+arrival of their own (a reconstruction), and letting them in ratchets the adaptive playout
+delay up. A retransmission still counts as received in the sequence accounting (the
+catalog's received_count and loss after repair); an FEC reconstruction counts in
+`corrected`.
 """
 from __future__ import annotations
 
@@ -26,8 +35,46 @@ from ext.jitter import ACCEPTED, LOST, PLAYED, UNDERFLOW, WAIT, JitterBuffer
 from ext.sequence import DUPLICATE, SequenceTracker
 
 FRAME_SAMPLES = 320
+FRAME_MS = 20.0             # one tick
 _KEEP_MS = 6000.0          # payloads, FEC groups and NACK state older than this are forgotten
 _CONCEAL_FADE = (0.7, 0.4, 0.15)  # gain of the 1st, 2nd, 3rd consecutive concealed slot; silence after
+
+
+class StreamStats:
+    """RFC 3550 statistics of the received media stream: A.1 counts over every intact media packet
+    (first copies and retransmissions), A.8 jitter over first transmissions only.
+
+    Two SequenceTrackers: `counts` sees every packet (received, duplicates, out of order, loss
+    after retransmission); the jitter one sees only what the path delivered on its own, as an
+    RTX stream (RFC 4588) would keep retransmissions out of the media stream's jitter.
+    Every other attribute is the counting tracker's.
+    """
+
+    def __init__(self) -> None:
+        self.counts = SequenceTracker()
+        self._timing = SequenceTracker()
+
+    def update(self, seq: int, arrival_ms: float, ts_ms: float, retransmission: bool = False) -> int:
+        status = self.counts.update(seq, arrival_ms, ts_ms)
+        if not retransmission:
+            self._timing.update(seq, arrival_ms, ts_ms)
+        return status
+
+    @property
+    def jitter_ms(self) -> float:
+        return self._timing.jitter_ms
+
+    @property
+    def last_transit_ms(self) -> float:
+        return self._timing.last_transit_ms
+
+    def counters(self) -> dict[str, Any]:
+        doc = dict(self.counts.counters())
+        doc.update(jitter_ms=self.jitter_ms, last_transit_ms=self.last_transit_ms)
+        return doc
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.counts, name)
 
 
 @dataclass
@@ -52,7 +99,7 @@ class Receiver:
         self.network = network
         self.sender = sender
         self.jb = JitterBuffer.from_knobs(knobs)
-        self.seq = SequenceTracker()
+        self.seq = StreamStats()
         self._payloads: dict[int, tuple[bytes, int, float, float]] = {}  # seq16 -> (payload, ts samples, capture, arrival)
         self._seen_at: deque[tuple[float, int]] = deque()                  # (arrival, seq16) for eviction
         self._groups: dict[int, tuple[Packet, float]] = {}                  # first seq16 -> (parity, arrival)
@@ -65,10 +112,10 @@ class Receiver:
         self._cursor = 0                                                    # media index after the last output sample
         self._last_packet = np.zeros(FRAME_SAMPLES)
         self._concealed_run = 0
-        self._transit_ewma = 0.0
         self.corrected = 0          # FEC reconstructions accepted by the buffer
         self.corrected_then_received = 0
         self.retransmit_requests = 0
+        self.retransmits_received = 0   # intact retransmitted media packets that arrived (useful or not)
         self.skipped_samples = 0    # output audio skipped when the buffer shortened its delay
         self.concealed_slots = 0    # playout slots concealed since the start (lost, late or underflow)
         self.configure(knobs)
@@ -113,19 +160,20 @@ class Receiver:
         if not pkt.intact():
             self.jb.push(pkt.seq, ts_ms, pkt.arrival_ms, len(pkt.payload), True)
             return
-        status = self.seq.update(pkt.seq, pkt.arrival_ms, ts_ms)
+        if pkt.retransmit:
+            self.retransmits_received += 1
+        status = self.seq.update(pkt.seq, pkt.arrival_ms, ts_ms, pkt.retransmit)
         transit = pkt.arrival_ms - pkt.send_ms
         w.transit_ms.append(transit)
-        self._transit_ewma += (transit - self._transit_ewma) / 16
         if status != DUPLICATE and pkt.seq in self._recovered:  # FEC was faster than this retransmission
             self._recovered.discard(pkt.seq)
             self.corrected_then_received += 1
-        if status == DUPLICATE or pkt.seq in self._payloads:
-            self.jb.push(pkt.seq, ts_ms, pkt.arrival_ms, len(pkt.payload))  # the buffer counts it as a duplicate
+        if status == DUPLICATE or pkt.seq in self._payloads:  # the buffer counts it as a duplicate
+            self.jb.push(pkt.seq, ts_ms, pkt.arrival_ms, len(pkt.payload), False, pkt.retransmit)
             return
         w.payload_bytes += len(pkt.payload)
         self._store(pkt.seq, pkt.payload, pkt.timestamp, pkt.capture_ms, pkt.arrival_ms)
-        self.jb.push(pkt.seq, ts_ms, pkt.arrival_ms, len(pkt.payload))
+        self.jb.push(pkt.seq, ts_ms, pkt.arrival_ms, len(pkt.payload), False, pkt.retransmit)
         self._note_gap(pkt.seq, now)
 
     def _store(self, seq16: int, payload: bytes, ts: int, capture: float, arrival: float) -> None:
@@ -148,7 +196,7 @@ class Receiver:
             others = [Packet(MEDIA, s, 0, self._payloads[s][0], 0, 0.0) for s in members if s != lost]
             payload = xor_recover(parity, others)
             ts = parity.timestamp + (members.index(lost)) * len(payload)
-            if self.jb.push(lost, ts / BYTES_PER_MS, now, len(payload)) == ACCEPTED:
+            if self.jb.push(lost, ts / BYTES_PER_MS, now, len(payload), False, True) == ACCEPTED:
                 self.corrected += 1
                 self._recovered.add(lost)
                 self._store(lost, payload, ts, ts / BYTES_PER_MS, now)
@@ -173,19 +221,27 @@ class Receiver:
     def _request_retransmits(self, now: float) -> None:
         if not self._missing:
             return
-        rtt = 2 * self._transit_ewma + 20.0  # a request is repeated after one round trip plus a tick
-        offset = self.jb.playout_offset_ms
+        # A request is repeated after one round trip plus a tick. The round trip is estimated from the
+        # stream's own mean transit (arrival - media time, less packetisation), which holds the sender's
+        # pacing queue that a retransmission waits in too; the send-to-arrival transit alone would not,
+        # and a backlogged sender would then be asked for every packet up to max_retransmits times.
+        # A request whose answer cannot arrive before the slot plays, even over the fastest recent
+        # transit both ways, is not sent: the retransmission would only be dropped late, and it takes
+        # pacing capacity from the media behind it (a backlogged sender raises the base transit too).
         packet_ms = self.sender.packet_ms
+        rtt = 2 * max(0.0, self.jb.mean_transit_ms - packet_ms)
+        fastest = 2 * max(0.0, self.jb.base_transit_ms - packet_ms)
+        offset = self.jb.playout_offset_ms
         for ext, state in list(self._missing.items()):
             seq16 = ext & 0xFFFF
             due = (self._highest_ts_ms() - (self._highest - ext) * packet_ms) + offset  # playout time of that slot
             if (seq16 in self._payloads or now - state[0] > self.retransmit_timeout
-                    or state[1] >= self.max_retransmits or now >= due):
+                    or state[1] >= self.max_retransmits or now + fastest >= due):
                 del self._missing[ext]
                 continue
             if now >= state[2]:
                 state[1] += 1
-                state[2] = now + rtt
+                state[2] = now + rtt + FRAME_MS
                 self.retransmit_requests += 1
                 delay = self.network.feedback_delay(now)
                 if delay is not None:

@@ -326,7 +326,8 @@ cdef class JitterBuffer:
             delta -= 0x10000
         return self._highest + delta
 
-    cdef int _push(self, int64_t seq, double ts_ms, double arrival_ms, int64_t size_bytes, bint corrupted) except -1:
+    cdef int _push(self, int64_t seq, double ts_ms, double arrival_ms, int64_t size_bytes, bint corrupted,
+                   bint repaired) except -1:
         cdef int64_t ext, i
         if size_bytes < 1:
             raise ValueError(f"size_bytes: {size_bytes} must be >= 1")
@@ -352,7 +353,8 @@ cdef class JitterBuffer:
         if not self._has_high or ext > self._highest:
             self._has_high = True
             self._highest = ext
-        self._observe_transit(arrival_ms - ts_ms, arrival_ms)
+        if not repaired:  # a retransmission or FEC reconstruction: no transit of the path (see the twin)
+            self._observe_transit(arrival_ms - ts_ms, arrival_ms)
         self._r_seen[i] = ext
         if (self._has_cursor and ext < self._cursor
                 or self._state == ST_REBUFFERING and ts_ms <= self._covered + C_EPS):  # its slot went by as silence
@@ -364,9 +366,15 @@ cdef class JitterBuffer:
         self._store(i, ext, ts_ms, arrival_ms, size_bytes)
         return P_ACCEPTED
 
-    def push(self, int64_t seq, double ts_ms, double arrival_ms, int64_t size_bytes, bint corrupted=False):
-        """Offer one packet; returns ACCEPTED, LATE, DUPLICATE, CORRUPTED, OVERFLOW or RESYNC."""
-        return self._push(seq, ts_ms, arrival_ms, size_bytes, corrupted)
+    def push(self, int64_t seq, double ts_ms, double arrival_ms, int64_t size_bytes, bint corrupted=False,
+             bint repaired=False):
+        """Offer one packet; returns ACCEPTED, LATE, DUPLICATE, CORRUPTED, OVERFLOW or RESYNC.
+
+        `repaired`: a retransmission or an FEC reconstruction. It is stored for playout like any
+        packet, but its arrival says nothing about the path's transit (it holds a NACK round trip,
+        or it has no arrival of its own), so it does not feed jitter, mean or base transit.
+        """
+        return self._push(seq, ts_ms, arrival_ms, size_bytes, corrupted, repaired)
 
     cdef bint _is_jump(self, int64_t ext) noexcept:
         cdef int64_t lo = ext, hi = ext
@@ -682,26 +690,31 @@ cdef class JitterBuffer:
                 self._shrink_count += 1
 
     # ---- batch calls ---------------------------------------------------------------------------
-    def push_many(self, seq, ts_ms, arrival_ms, size_bytes, corrupted):
-        """push() over arrays of one length; returns the statuses as int8."""
+    def push_many(self, seq, ts_ms, arrival_ms, size_bytes, corrupted, repaired=None):
+        """push() over arrays of one length (`repaired` None: none is); returns the statuses as int8."""
         cdef cnp.ndarray s = _carray(seq, cnp.NPY_INT64)
         cdef cnp.ndarray t = _carray(ts_ms, cnp.NPY_FLOAT64)
         cdef cnp.ndarray a = _carray(arrival_ms, cnp.NPY_FLOAT64)
         cdef cnp.ndarray z = _carray(size_bytes, cnp.NPY_INT64)
         cdef cnp.ndarray c = _carray(corrupted, cnp.NPY_UINT8)
         cdef Py_ssize_t n = cnp.PyArray_SIZE(s), k
-        if cnp.PyArray_SIZE(t) != n or cnp.PyArray_SIZE(a) != n or cnp.PyArray_SIZE(z) != n or cnp.PyArray_SIZE(c) != n:
+        cdef cnp.ndarray r = None
+        if repaired is not None:
+            r = _carray(repaired, cnp.NPY_UINT8)
+        if (cnp.PyArray_SIZE(t) != n or cnp.PyArray_SIZE(a) != n or cnp.PyArray_SIZE(z) != n or cnp.PyArray_SIZE(c) != n
+                or r is not None and cnp.PyArray_SIZE(r) != n):
             raise ValueError("push_many: arrays differ in length")
         cdef int64_t* sp = <int64_t*>cnp.PyArray_DATA(s)
         cdef double* tp = <double*>cnp.PyArray_DATA(t)
         cdef double* ap = <double*>cnp.PyArray_DATA(a)
         cdef int64_t* zp = <int64_t*>cnp.PyArray_DATA(z)
         cdef uint8_t* cp = <uint8_t*>cnp.PyArray_DATA(c)
+        cdef uint8_t* rp = <uint8_t*>cnp.PyArray_DATA(r) if r is not None else NULL
         cdef cnp.npy_intp dims = n
         cdef cnp.ndarray out = cnp.PyArray_EMPTY(1, &dims, cnp.NPY_INT8, 0)
         cdef int8_t* op = <int8_t*>cnp.PyArray_DATA(out)
         for k in range(n):
-            op[k] = <int8_t>self._push(sp[k], tp[k], ap[k], zp[k], cp[k] != 0)
+            op[k] = <int8_t>self._push(sp[k], tp[k], ap[k], zp[k], cp[k] != 0, rp != NULL and rp[k] != 0)
         return out
 
     def pop_due(self, double now_ms, out_seq, out_status, out_wait):

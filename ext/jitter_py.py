@@ -222,8 +222,14 @@ class JitterBuffer:
             delta -= 0x10000
         return self._highest + delta
 
-    def push(self, seq: int, ts_ms: float, arrival_ms: float, size_bytes: int, corrupted: bool = False) -> int:
-        """Offer one packet; returns ACCEPTED, LATE, DUPLICATE, CORRUPTED, OVERFLOW or RESYNC."""
+    def push(self, seq: int, ts_ms: float, arrival_ms: float, size_bytes: int, corrupted: bool = False,
+             repaired: bool = False) -> int:
+        """Offer one packet; returns ACCEPTED, LATE, DUPLICATE, CORRUPTED, OVERFLOW or RESYNC.
+
+        `repaired`: a retransmission or an FEC reconstruction. It is stored for playout like any
+        packet, but its arrival says nothing about the path's transit (it holds a NACK round trip,
+        or it has no arrival of its own), so it does not feed jitter, mean or base transit.
+        """
         if size_bytes < 1:
             raise ValueError(f"size_bytes: {size_bytes} must be >= 1")
         seq, ts_ms, arrival_ms, size_bytes = int(seq), float(ts_ms), float(arrival_ms), int(size_bytes)
@@ -248,7 +254,8 @@ class JitterBuffer:
         self._has_cand = False
         if not self._has_high or ext > self._highest:
             self._has_high, self._highest = True, ext
-        self._observe_transit(arrival_ms - ts_ms, arrival_ms)
+        if not repaired:
+            self._observe_transit(arrival_ms - ts_ms, arrival_ms)
         self._r_seen[i] = ext
         if (self._has_cursor and ext < self._cursor
                 or self._state == REBUFFERING and ts_ms <= self._covered + EPS):  # its slot went by as silence
@@ -543,11 +550,16 @@ class JitterBuffer:
 
     # ---- batch calls ---------------------------------------------------------------------------
     def push_many(self, seq: np.ndarray, ts_ms: np.ndarray, arrival_ms: np.ndarray, size_bytes: np.ndarray,
-                  corrupted: np.ndarray) -> np.ndarray:
-        """push() over arrays of one length; returns the statuses as int8."""
-        out = np.empty(len(seq), dtype=np.int8)
-        for k in range(len(seq)):
-            out[k] = self.push(int(seq[k]), float(ts_ms[k]), float(arrival_ms[k]), int(size_bytes[k]), bool(corrupted[k]))
+                  corrupted: np.ndarray, repaired: np.ndarray | None = None) -> np.ndarray:
+        """push() over arrays of one length (`repaired` None: none is); returns the statuses as int8."""
+        n = len(seq)
+        if not (len(ts_ms) == len(arrival_ms) == len(size_bytes) == len(corrupted) == n) or (
+                repaired is not None and len(repaired) != n):
+            raise ValueError("push_many: arrays differ in length")
+        out = np.empty(n, dtype=np.int8)
+        for k in range(n):
+            out[k] = self.push(int(seq[k]), float(ts_ms[k]), float(arrival_ms[k]), int(size_bytes[k]),
+                               bool(corrupted[k]), repaired is not None and bool(repaired[k]))
         return out
 
     def pop_due(self, now_ms: float, out_seq: np.ndarray, out_status: np.ndarray, out_wait: np.ndarray) -> int:

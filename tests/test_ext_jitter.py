@@ -547,6 +547,60 @@ def test_batch_calls_match_single_calls(jb_mod):
     assert _same_dict(single.counters(), batch.counters())
 
 
+def _repair_feed(mod: ModuleType, repaired_as: bool | None, batch: bool = False):
+    """A 40 ms-transit stream with every 10th packet lost and, unless `repaired_as` is None, brought back
+    (arriving 30 ms before its slot, or 35 ms after its capture: a retransmission, and an implausibly
+    early one that would pull the base transit down if it were observed). Returns the buffer and its
+    (jitter, mean transit, base transit) after every tick."""
+    jb = mod.JitterBuffer()  # catalog defaults: adaptive, playout_delay 50
+    rng = np.random.default_rng(4)
+    first = [(k, 20.0 * k, 20.0 * k + 40.0 + float(rng.exponential(3.0)), PKT) for k in range(1500) if k % 10 != 5]
+    repairs = [(k, 20.0 * k, 20.0 * k + (35.0 if k % 20 == 5 else 60.0), PKT) for k in range(1500) if k % 10 == 5]
+    events = sorted([p + (False,) for p in first] + ([p + (True,) for p in repairs] if repaired_as is not None else []),
+                    key=lambda p: p[2])
+    trace, k, t = [], 0, 0.0
+    while t < 30_200.0:
+        j = k
+        while j < len(events) and events[j][2] <= t:
+            j += 1
+        now = events[k:j]
+        if batch and now:
+            cols = [np.array(c) for c in zip(*now)]
+            jb.push_many(cols[0], cols[1], cols[2], cols[3], np.zeros(len(now), np.uint8),
+                         cols[4] & bool(repaired_as))
+        else:
+            for s, ts, arr, size, is_repair in now:
+                jb.push(s, ts, arr, size, False, repaired=bool(repaired_as) and is_repair)
+        k = j
+        while jb.pop(t)[1] != jitter_py.WAIT:
+            pass
+        trace.append((jb.jitter_ms, jb.mean_transit_ms, jb.base_transit_ms, jb.playout_offset_ms))
+        t += 20.0
+    return jb, trace
+
+
+def test_repaired_packets_are_played_but_move_no_transit_or_jitter_estimate(jb_mod):
+    without, t_without = _repair_feed(jb_mod, None)
+    repaired, t_repaired = _repair_feed(jb_mod, True)
+    as_fresh, t_fresh = _repair_feed(jb_mod, False)
+    # Every estimate (and so the adaptive playout offset) is exactly what the first transmissions alone give.
+    assert t_repaired == t_without
+    assert repaired.counters()["played"] > without.counters()["played"] + 100  # the repairs did play
+    assert repaired.counters()["lost"] < without.counters()["lost"] - 100
+    assert repaired.counters()["dropped_late"] == 0
+    # Fed as fresh arrivals the same packets inflate jitter and the offset and pull the base down.
+    assert np.mean([x[0] for x in t_fresh[500:]]) > 1.5 * np.mean([x[0] for x in t_without[500:]])
+    assert min(x[2] for x in t_fresh[500:]) < min(x[2] for x in t_without[500:]) - 5
+    # push_many's `repaired` column does the same as single pushes.
+    batch, t_batch = _repair_feed(jb_mod, True, batch=True)
+    assert t_batch == t_repaired and _same_dict(batch.counters(), repaired.counters())
+
+
+def test_repaired_pushes_agree_between_builds():
+    (py, t_py), (c, t_c) = _repair_feed(jitter_py, True), _repair_feed(_load("c"), True)
+    assert t_py == t_c and _same_dict(py.counters(), c.counters())
+
+
 def test_constants_match_between_builds():
     c_mod = _load("c")
     for name in ("ACCEPTED", "LATE", "DUPLICATE", "CORRUPTED", "OVERFLOW", "RESYNC", "PLAYED", "LOST",
