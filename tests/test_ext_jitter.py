@@ -2,10 +2,6 @@
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import numpy as np
@@ -15,7 +11,6 @@ from ext import jitter_py
 from tests.twins import load_twin
 from shared.knobs import defaults
 
-ROOT = Path(__file__).resolve().parent.parent
 PKT = 320          # bytes = 20 ms at 16 bytes/ms
 
 
@@ -607,15 +602,3 @@ def test_constants_match_between_builds():
                  "UNDERFLOW", "WAIT", "BUFFERING", "PLAYING", "REBUFFERING", "KNOB_NAMES", "POLICIES"):
         assert getattr(c_mod, name) == getattr(jitter_py, name), name
 
-
-def test_selector_honours_tpmon_no_extensions():
-    code = "import ext.jitter as j; print(j.IMPLEMENTATION, j.JitterBuffer.__module__)"
-    env = dict(os.environ, TPMON_NO_EXTENSIONS="1")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
-    assert out.stdout.split() == ["python", "ext.jitter_py"]
-    env.pop("TPMON_NO_EXTENSIONS")
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, check=True)
-    built = any((ROOT / "ext").glob("_jitter*.so"))
-    if os.environ.get("CI") == "true":
-        assert built, "Cython build ext._jitter missing under CI"
-    assert out.stdout.split()[0] == ("cython" if built else "python")
