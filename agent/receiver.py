@@ -31,7 +31,7 @@ from agent import codec
 from agent.sim.network import SimNetwork
 from agent.sim.packet import BYTES_PER_MS, MEDIA, PARITY, Packet, xor_recover
 from agent.sim.sender import Sender
-from ext.jitter import ACCEPTED, LOST, PLAYED, UNDERFLOW, WAIT, JitterBuffer
+from ext.jitter import ACCEPTED, LOST, PLAYED, WAIT, JitterBuffer
 from ext.sequence import DUPLICATE, SequenceTracker
 
 FRAME_SAMPLES = 320
