@@ -220,3 +220,11 @@ def test_cpu_usage_resolves_a_few_milliseconds_per_window():
         errors.append(abs(meter.read()["cpu_usage"] - expected))
     meter.close()
     assert sorted(errors)[len(errors) // 2] < 3.0, errors
+
+
+@pytest.mark.parametrize("samples", [0, 1, 319])
+def test_an_audio_window_shorter_than_a_frame_is_refused_by_name(samples):
+    from agent.measure.audio import AudioMeter
+
+    with pytest.raises(ValueError, match="at least one 320-sample frame"):
+        AudioMeter().measure(np.zeros(samples), np.zeros(samples))

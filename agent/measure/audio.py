@@ -46,9 +46,15 @@ class AudioMeter:
         self._sig = self._err = 0.0
 
     def measure(self, out: np.ndarray, ref: np.ndarray) -> dict[str, float | bool]:
-        """Metrics of one window of output `out` and its aligned clean reference `ref`."""
-        power = float(np.mean(out * out)) if len(out) else 0.0
-        peak = float(np.max(np.abs(out))) if len(out) else 0.0
+        """Metrics of one window of output `out` and its aligned clean reference `ref`.
+
+        The sampler measures on the frame clock, so a window holds whole 20 ms frames; a
+        shorter one has no spectrum or voice activity to measure and is refused by name.
+        """
+        if len(out) < FRAME:
+            raise ValueError(f"an audio window needs at least one {FRAME}-sample frame, got {len(out)} samples")
+        power = float(np.mean(out * out))
+        peak = float(np.max(np.abs(out)))
         frames = out[: len(out) // FRAME * FRAME].reshape(-1, FRAME)
         speech, zcr_f = self._vad(frames)
         spectrum, ref_spec = _power_spectra(out, ref)
@@ -69,7 +75,7 @@ class AudioMeter:
             "clipping_detected": bool(peak >= 0.999),
             "silence_detected": bool(db(power) < -60.0),
             "noise_level": max(_FLOOR_DB, min(0.0, db(noise_now if noise_now is not None else self.noise_pow))),
-            "voice_activity_ratio": float(np.mean(speech)) if len(speech) else 0.0,
+            "voice_activity_ratio": float(np.mean(speech)),
         }
 
     def _vad(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
