@@ -35,7 +35,9 @@ class Chain(Protocol):
     algorithmic_delay_ms: float
 
     def configure(self, knobs: Mapping[str, Any]) -> None: ...
-    def process(self, frame: np.ndarray, far_end: np.ndarray | None = None) -> np.ndarray: ...
+    def process(self, frame: np.ndarray, far_end: np.ndarray | None = None) -> np.ndarray:
+        """A fresh array of samples saturated to [-1, 1] (the output stage's DAC clip is the chain's)."""
+        ...
     def cache_stats(self) -> tuple[int, int]: ...
 
 
@@ -66,7 +68,9 @@ class ExtensionPipeline:
         self._clean = np.zeros(_RING)
         self._far = np.zeros(_RING)
         self._captured = 0                       # media samples produced so far
-        self._delay_tail = np.full(0, -1, dtype=np.int64)  # media indices inside the chain's lookahead
+        # Media indices of [chain lookahead | this frame]: the first FRAME_SAMPLES are what the output hears now.
+        self._delay = 0
+        self._joined = np.zeros(FRAME_SAMPLES, dtype=np.int64)
         self._pesq_out = np.zeros(_PESQ_SAMPLES)
         self._pesq_ref = np.zeros(_PESQ_SAMPLES)
         self._pesq_pos = 0
@@ -100,8 +104,7 @@ class ExtensionPipeline:
         heard, media = self.receiver.tick(now_ms)
         far_end = self._lookup(self._far, media)
         dsp_start = time.perf_counter()
-        out = self.chain.process(heard, far_end)
-        out = np.minimum(np.maximum(out, -1.0), 1.0)  # the output stage saturates like a DAC (np.clip, minus its wrappers)
+        out = self.chain.process(heard, far_end)  # saturated to [-1, 1] by the chain, like a DAC
         self._dsp_s += time.perf_counter() - dsp_start
         ref = self._lookup(self._clean, self._align(media))
         self._out_frames.append(out)
@@ -119,13 +122,19 @@ class ExtensionPipeline:
         return np.where(valid, ring.take(media, mode="wrap"), 0.0)
 
     def _align(self, media: np.ndarray) -> np.ndarray:
-        """Media index of each output sample: the input's, delayed by the chain's algorithmic delay."""
+        """Media index of each output sample: the input's, delayed by the chain's algorithmic delay.
+
+        The returned indices are only valid until the next call (a view of a reused buffer)."""
         delay = int(round(self.chain.algorithmic_delay_ms * 16))
-        tail = self._delay_tail
-        if len(tail) != delay:  # the delay changed with a knob set: pad or trim the history
-            tail = np.concatenate([np.full(max(0, delay - len(tail)), -1, dtype=np.int64), tail])[-delay:] if delay else tail[:0]
-        joined = np.concatenate([tail, media])
-        self._delay_tail = joined[len(joined) - delay:] if delay else joined[:0]
+        joined = self._joined
+        if delay != self._delay:  # the delay changed with a knob set: pad (with "not held") or trim the history
+            tail = joined[FRAME_SAMPLES:]
+            pad = np.full(max(0, delay - len(tail)), -1, dtype=np.int64)
+            joined = np.concatenate([pad, tail[len(tail) - delay:] if delay else tail[:0], np.zeros(FRAME_SAMPLES, np.int64)])
+            self._joined, self._delay = joined, delay
+        elif delay:  # last frame's newest `delay` indices move to the front
+            joined[:delay] = joined[FRAME_SAMPLES:]
+        joined[delay:] = media
         return joined[:FRAME_SAMPLES]
 
     def _keep_for_pesq(self, out: np.ndarray, ref: np.ndarray) -> None:

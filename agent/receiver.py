@@ -38,6 +38,7 @@ FRAME_SAMPLES = 320
 FRAME_MS = 20.0             # one tick
 _KEEP_MS = 6000.0          # payloads, FEC groups and NACK state older than this are forgotten
 _CONCEAL_FADE = (0.7, 0.4, 0.15)  # gain of the 1st, 2nd, 3rd consecutive concealed slot; silence after
+_FRAME_INDEX = np.arange(FRAME_SAMPLES, dtype=np.int64)  # media offsets within a frame
 
 
 class StreamStats:
@@ -319,6 +320,13 @@ class Receiver:
         self._fifo_len += len(samples)
 
     def _take_frame(self) -> tuple[np.ndarray, np.ndarray]:
+        fifo = self._fifo
+        if fifo and len(fifo[0][0]) == FRAME_SAMPLES:  # the usual slot: one 20 ms packet is the whole frame
+            samples, start = fifo.popleft()
+            self._fifo_len -= FRAME_SAMPLES
+            self._cursor = start + FRAME_SAMPLES
+            # Decoded and concealed slots are fresh arrays nobody writes to (the chain copies its input).
+            return samples, _FRAME_INDEX + start
         out = np.zeros(FRAME_SAMPLES)
         idx = np.empty(FRAME_SAMPLES, dtype=np.int64)
         filled = 0
