@@ -27,6 +27,9 @@ _ROLLOFF = 0.85
 # Ten log-spaced bands from 62.5 Hz to 8 kHz (0.7 octave each: 16 kHz audio has seven octaves of speech band).
 _BAND_EDGES = np.geomspace(62.5, 8000.0, 11)
 _EMA = 0.15                  # per-window weight of the running estimates (about one second)
+# ufunc reductions without the Python-level wrappers of np.mean / np.sum / ndarray.max (same results:
+# np.mean is this sum divided by the count).
+_SUM, _MAX = np.add.reduce, np.maximum.reduce
 
 
 def db(power: float) -> float:
@@ -53,15 +56,25 @@ class AudioMeter:
         """
         if len(out) < FRAME:
             raise ValueError(f"an audio window needs at least one {FRAME}-sample frame, got {len(out)} samples")
-        power = float(np.mean(out * out))
-        peak = float(np.max(np.abs(out)))
-        frames = out[: len(out) // FRAME * FRAME].reshape(-1, FRAME)
-        speech, zcr_f = self._vad(frames)
+        n = len(out)
+        power = float(_SUM(out * out)) / n
+        peak = float(_MAX(np.abs(out)))
+        m = n // FRAME * FRAME
+        frames = out[:m].reshape(-1, FRAME)
+        # Sign changes between neighbouring samples, once for the window and each frame (np.diff of
+        # the sign bits is this not_equal); the last slot stands for no neighbour.
+        sign = np.signbit(out)
+        changes = np.zeros(n, dtype=bool)
+        np.not_equal(sign[1:], sign[:-1], out=changes[:-1])
+        zcr_f = np.count_nonzero(changes[:m].reshape(-1, FRAME)[:, :FRAME - 1], axis=1) / (FRAME - 1)
+        speech = self._vad(frames)
         spectrum, ref_spec = _power_spectra(out, ref)
-        freqs = _rfft_freqs(len(out))
+        freqs = _rfft_freqs(n)
         self._update_thd(frames, speech, zcr_f)
         self._update_sinad(out, ref)
-        noise_now = float(np.mean(frames[~speech] ** 2)) if (~speech).any() else None
+        quiet = ~speech
+        noise_now = float(_SUM(frames[quiet] ** 2, axis=None)) / (int(np.count_nonzero(quiet)) * FRAME) if quiet.any() else None
+        total = float(_SUM(spectrum))
         return {
             "level_rms": max(_FLOOR_DB, min(0.0, db(power))),
             "peak_level": max(_FLOOR_DB, min(0.0, 20 * math.log10(peak) if peak > 1e-6 else _FLOOR_DB)),
@@ -69,19 +82,18 @@ class AudioMeter:
             "thd": self.thd,
             "sinad": self.sinad,
             "frequency_response_deviation": self._response_deviation(spectrum, ref_spec, freqs),
-            "spectral_centroid": _centroid(spectrum, freqs),
-            "spectral_rolloff": _rolloff(spectrum, freqs),
-            "zero_crossing_rate": float(np.count_nonzero(np.diff(np.signbit(out)))) / max(1, len(out) - 1),
+            "spectral_centroid": _centroid(spectrum, freqs, total),
+            "spectral_rolloff": _rolloff(spectrum, freqs, total),
+            "zero_crossing_rate": float(np.count_nonzero(changes)) / max(1, n - 1),
             "clipping_detected": bool(peak >= 0.999),
             "silence_detected": bool(db(power) < -60.0),
             "noise_level": max(_FLOOR_DB, min(0.0, db(noise_now if noise_now is not None else self.noise_pow))),
-            "voice_activity_ratio": float(np.mean(speech)),
+            "voice_activity_ratio": float(np.count_nonzero(speech)) / len(speech),
         }
 
-    def _vad(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        energy = np.mean(frames * frames, axis=1)
-        zcr = np.count_nonzero(np.diff(np.signbit(frames), axis=1), axis=1) / (FRAME - 1)
-        speech = self.vad.classify(frames)
+    def _vad(self, frames: np.ndarray) -> np.ndarray:
+        energy = _SUM(frames * frames, axis=1) / FRAME
+        speech = self.vad.classify(frames, energy)
         # Running sums of frame energy and frame counts (about 1 s): every frame weighs the same,
         # whether its window held one speech frame or eight.
         self._sums += _EMA * (np.array([energy[speech].sum(), speech.sum(), energy[~speech].sum(), (~speech).sum()])
@@ -91,7 +103,7 @@ class AudioMeter:
             self.speech_pow = float(e_sp / n_sp)
         if n_no > 0:
             self.noise_pow = float(e_no / n_no)
-        return speech, zcr
+        return speech
 
     def _snr(self) -> float:
         if self.speech_pow <= 0:
@@ -118,7 +130,7 @@ class AudioMeter:
         f0 = _pitch(seg)
         if f0 is None:
             return
-        spec = np.abs(np.fft.rfft(seg * _hanning(len(seg)), 4096)) ** 2
+        spec = np.abs(fft.rfft(seg * _hanning(len(seg)), 4096, np.empty(2049, dtype=complex))) ** 2
         energies = _harmonic_energies(spec, f0)
         total = float(energies.sum())
         if total > 0:
@@ -140,16 +152,17 @@ class AudioMeter:
 
     def _response_deviation(self, spec: np.ndarray, ref_spec: np.ndarray, freqs: np.ndarray) -> float:
         """RMS over bands of (output - reference) band level in dB, the overall gain removed."""
-        if float(np.sum(ref_spec)) > 1e-9:
+        if float(_SUM(ref_spec)) > 1e-9:
             idx = np.searchsorted(freqs, _BAND_EDGES)
             out_b = np.add.reduceat(spec, idx[:-1])[:10]
             ref_b = np.add.reduceat(ref_spec, idx[:-1])[:10]
             self.band_out += _EMA * (out_b - self.band_out)
             self.band_ref += _EMA * (ref_b - self.band_ref)
         ref_b, out_b = self.band_ref, self.band_out
-        if ref_b.max() <= 0:
+        top = _MAX(ref_b)
+        if top <= 0:
             return 0.0
-        live = ref_b > ref_b.max() * 1e-6  # bands the talker actually excites (within 60 dB of the loudest)
+        live = ref_b > top * 1e-6  # bands the talker actually excites (within 60 dB of the loudest)
         diff = 10 * np.log10(np.maximum(out_b[live], 1e-20) / ref_b[live])
         diff = np.clip(diff - diff.mean(), -60, 60)
         return float(np.sqrt(np.mean(diff * diff)))
@@ -183,7 +196,9 @@ def _power_spectra(out: np.ndarray, ref: np.ndarray) -> tuple[np.ndarray, np.nda
     n = len(out)
     if n != len(ref) or n % 2:
         return np.abs(np.fft.rfft(out)) ** 2, np.abs(np.fft.rfft(ref)) ** 2
-    both = np.abs(fft.rfft(np.stack((out, ref)), n, np.empty((2, n // 2 + 1), dtype=complex))) ** 2
+    pair = np.empty((2, n))
+    pair[0], pair[1] = out, ref
+    both = np.abs(fft.rfft(pair, n, np.empty((2, n // 2 + 1), dtype=complex))) ** 2
     return both[0], both[1]
 
 
@@ -202,21 +217,21 @@ def _pitch(seg: np.ndarray) -> float | None:
     # Linear (not circular) autocorrelation up to lag hi needs n + hi points; n + FRAME (n is whole
     # frames, so a multiple of 320 = 2^6 x 5) keeps the transform sizes smooth and about half of 2n.
     size = n + FRAME if n % FRAME == 0 else 2 * n
-    spec = np.fft.rfft(seg, size)
-    ac = np.fft.irfft(spec * np.conj(spec), size)[:n]
+    spec = fft.rfft(seg, size, np.empty(size // 2 + 1, dtype=complex))
+    ac = fft.irfft(spec * np.conj(spec), size, np.empty(size))[:n]
     if ac[0] <= 0:
         return None
     lag = lo + int(np.argmax(ac[lo:hi]))
     return SAMPLE_RATE / lag if ac[lag] / ac[0] > 0.3 else None
 
 
-def _centroid(spec: np.ndarray, freqs: np.ndarray) -> float:
-    total = float(np.sum(spec))
+def _centroid(spec: np.ndarray, freqs: np.ndarray, total: float) -> float:
+    """Power-weighted mean frequency; `total` is the spectrum's sum."""
     return float(np.dot(spec, freqs)) / total if total > 0 else 0.0
 
 
-def _rolloff(spec: np.ndarray, freqs: np.ndarray) -> float:
-    total = float(np.sum(spec))
+def _rolloff(spec: np.ndarray, freqs: np.ndarray, total: float) -> float:
+    """Frequency below which _ROLLOFF of the power lies; `total` is the spectrum's sum."""
     if total <= 0:
         return 0.0
     return float(freqs[min(len(freqs) - 1, int(np.searchsorted(np.cumsum(spec), _ROLLOFF * total)))])

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from agent.dsp import fft
 from ext.vad import VadTracker
 from ext.vad_py import SMOOTH
 
@@ -70,13 +71,18 @@ class VoiceActivityDetector:
 
     def band_powers(self, frames: np.ndarray) -> np.ndarray:
         """band_power of each row of `frames`, with one FFT call for all of them."""
-        spec = np.abs(np.fft.rfft(frames * self.window, axis=1)) ** 2 / self.window_power
+        spec = fft.rfft(frames * self.window, FRAME, np.empty((len(frames), FRAME // 2 + 1), dtype=complex))
+        spec = np.abs(spec) ** 2 / self.window_power
         return np.add.reduceat(spec, self.starts, axis=1) / self.widths
 
-    def classify(self, frames: np.ndarray) -> np.ndarray:
-        """Speech (True) or not for each row of `frames` (n x 320); digital silence is never speech."""
+    def classify(self, frames: np.ndarray, energy: np.ndarray | None = None) -> np.ndarray:
+        """Speech (True) or not for each row of `frames` (n x 320); digital silence is never speech.
+
+        `energy`, when the caller has it, is np.mean(frames * frames, axis=1)."""
         out = np.zeros(len(frames), dtype=bool)
-        audible = np.flatnonzero(np.mean(frames * frames, axis=1) >= _DIGITAL_SILENCE) if len(frames) else []
+        if energy is None and len(frames):
+            energy = np.add.reduce(frames * frames, axis=1) / frames.shape[1]
+        audible = np.flatnonzero(energy >= _DIGITAL_SILENCE) if len(frames) else []
         if len(audible):
             out[audible] = self.tracker.classify(self.band_powers(frames[audible]))
         return out
