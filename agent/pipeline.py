@@ -128,9 +128,10 @@ class ExtensionPipeline:
         delay = int(round(self.chain.algorithmic_delay_ms * 16))
         joined = self._joined
         if delay != self._delay:  # the delay changed with a knob set: pad (with "not held") or trim the history
-            tail = joined[FRAME_SAMPLES:]
+            tail = joined[FRAME_SAMPLES:]  # the newest indices: what the old lookahead held
             pad = np.full(max(0, delay - len(tail)), -1, dtype=np.int64)
-            joined = np.concatenate([pad, tail[len(tail) - delay:] if delay else tail[:0], np.zeros(FRAME_SAMPLES, np.int64)])
+            kept = tail[max(0, len(tail) - delay):] if delay else tail[:0]
+            joined = np.concatenate([pad, kept, np.zeros(FRAME_SAMPLES, np.int64)])
             self._joined, self._delay = joined, delay
         elif delay:  # last frame's newest `delay` indices move to the front
             joined[:delay] = joined[FRAME_SAMPLES:]

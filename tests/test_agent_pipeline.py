@@ -179,3 +179,34 @@ def test_simulator_cpu_is_counted_apart_and_is_part_of_the_step_cpu():
         pipe.step(k * 20.0)
     spent = time.thread_time() - started
     assert 0.0 < pipe.sim_cpu_s < spent  # synthesis and sending happened, and the chain and receiver cost more than nothing
+
+
+def _align_reference(delays: list[int], frames: int) -> list[np.ndarray]:
+    """The plain formulation of the alignment: keep the newest `delay` indices, pad new ones with -1."""
+    tail, out = np.full(0, -1, dtype=np.int64), []
+    for k in range(frames):
+        delay = delays[k]
+        if len(tail) != delay:
+            tail = np.concatenate([np.full(max(0, delay - len(tail)), -1, dtype=np.int64), tail])[-delay:] if delay else tail[:0]
+        joined = np.concatenate([tail, np.arange(k * 320, (k + 1) * 320, dtype=np.int64)])
+        tail = joined[len(joined) - delay:] if delay else joined[:0]
+        out.append(joined[:320].copy())
+    return out
+
+
+class _DelayOnly:
+    algorithmic_delay_ms = 0.0
+
+
+def test_output_alignment_follows_the_chain_delay_through_knob_changes():
+    """The chain's delay grows and shrinks with knob sets (lookaheads, compressor on/off), also past a frame."""
+    pipe = ExtensionPipeline("3333", SimConditions(**CLEAN_PATH), 7, defaults(), lambda: DspChain(seed=7))
+    pipe.chain = _DelayOnly()
+    rng = np.random.default_rng(3)
+    delays_ms = [0, 0, 15, 15, 20, 5, 5, 40, 40, 0, 25, 30, 30, 10] + [float(d) for d in rng.choice([0, 5, 15, 25, 45], 40)]
+    delays = [int(round(d * 16)) for d in delays_ms]
+    expected = _align_reference(delays, len(delays))
+    for k, ms in enumerate(delays_ms):
+        pipe.chain.algorithmic_delay_ms = ms
+        got = pipe._align(np.arange(k * 320, (k + 1) * 320, dtype=np.int64))
+        assert np.array_equal(got, expected[k]), f"frame {k}, delay {ms} ms"
