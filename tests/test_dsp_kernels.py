@@ -8,24 +8,8 @@ import pytest
 
 from agent.dsp import fft
 from ext import dsp_py
-from tests.twins import load_twin
 
 B = 320  # frame samples
-
-
-def _cython() -> ModuleType:
-    """The built Cython module; under CI a missing build is a failure, not a skip."""
-    return load_twin("c", dsp_py, "_dsp")
-
-
-@pytest.fixture(params=["py", "c"])
-def impl(request: pytest.FixtureRequest) -> ModuleType:
-    return dsp_py if request.param == "py" else _cython()
-
-
-@pytest.fixture
-def cy() -> ModuleType:
-    return _cython()
 
 
 def _complex(rng: np.random.Generator, *shape: int) -> np.ndarray:

@@ -9,25 +9,9 @@ import numpy as np
 import pytest
 
 from ext import dsp_py
-from tests.twins import load_twin
 from ext.dsp_py import design_biquad
 
 FS = 16000
-
-
-def _cython() -> ModuleType:
-    """The built Cython module; under CI a missing build is a failure, not a skip."""
-    return load_twin("c", dsp_py, "_dsp")
-
-
-@pytest.fixture(params=["py", "c"])
-def impl(request: pytest.FixtureRequest) -> ModuleType:
-    return dsp_py if request.param == "py" else _cython()
-
-
-@pytest.fixture
-def cy() -> ModuleType:
-    return _cython()
 
 
 # --- signals ---------------------------------------------------------------------------------
