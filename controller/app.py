@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 from typing import AsyncIterator, Awaitable, Callable
 
 import zmq.asyncio
@@ -16,7 +17,14 @@ from controller.ingest import Ingest
 from controller.knob_sync import KnobSync
 from controller.link import AgentLink, AgentUnreachable
 from controller.live import LiveState
-from controller.routes import catalog, config, health, snapshots
+from controller.routes import ENDPOINTS, catalog, config, health, snapshots
+from controller.security import secret_files
+from controller.security.audit import AuditLog
+from controller.security.guard import Guard
+from controller.security.headers import SecurityHeaders
+from controller.security.ratelimit import RateLimiter
+from controller.security.signing import RequestVerifier
+from controller.security.tokens import TokenKeys, TokenVerifier
 from controller.settings import ControllerSettings
 from controller.snapshot import SnapshotCache, render
 from controller.telemetry import ControllerMetrics
@@ -25,15 +33,15 @@ from shared.topology import Topology
 
 log = logging.getLogger("tpmon.controller")
 
-MAX_BODY_BYTES = 1 << 20  # a full knob set is ~4 KB; anything near a megabyte is not a knob change
-
 
 def create_app(settings: ControllerSettings, *, registry: CollectorRegistry | None = None,
                clock: Clock | None = None, zmq_context: zmq.asyncio.Context | None = None) -> web.Application:
     clock = clock or SystemClock()
     registry = registry if registry is not None else CollectorRegistry()
     topology = Topology(settings.stations)
-    app = web.Application(middlewares=[middleware.observe], client_max_size=MAX_BODY_BYTES)
+    # client_max_size: a full knob set is ~4 KB; a body near a megabyte is not an API call (413).
+    app = web.Application(middlewares=[middleware.observe], client_max_size=settings.max_body_bytes)
+    app[ENDPOINTS] = {}
 
     live = LiveState(topology, clock, settings.stale_after_ms / 1000, settings.offline_after_ms / 1000)
     store = ConfigStore(settings.store_path, topology, clock)
@@ -52,13 +60,38 @@ def create_app(settings: ControllerSettings, *, registry: CollectorRegistry | No
     app[keys.LIVE], app[keys.STORE], app[keys.KNOBS], app[keys.LINK] = live, store, knobs, link
     app[keys.INGEST], app[keys.SNAPSHOTS], app[keys.METRICS], app[keys.REGISTRY] = ingest, cache, metrics, registry
     app[keys.CATALOG] = render(catalog.catalog_document(topology), clock.wall())
+    app[keys.AUDIT] = audit = AuditLog(settings.audit_log_path, clock.wall)
+    app[keys.GUARD] = security_guard(settings, audit, clock)
+    app[keys.HEADERS] = SecurityHeaders(settings.cors_origins)
 
     for area in (snapshots, config, catalog, health):
         area.setup_routes(app)
+    app.cleanup_ctx.append(_audit_ctx)
     app.cleanup_ctx.append(_store_ctx)
     app.cleanup_ctx.append(_link_ctx)
     app.cleanup_ctx.append(_loops_ctx)
     return app
+
+
+def security_guard(settings: ControllerSettings, audit: AuditLog, clock: Clock) -> Guard:
+    """The guard from settings: secrets are read (HS and signing secrets created on first start)."""
+    verifier = None
+    if settings.auth:
+        secret = secret_files.load_or_create(settings.jwt_secret_path) if settings.jwt_algorithm.startswith("HS") else None
+        public = Path(settings.jwt_public_key_file) if settings.jwt_public_key_file else None
+        verifier = TokenVerifier(TokenKeys.from_files(settings.jwt_algorithm, secret, public), clock.wall)
+    else:
+        log.warning("authentication is OFF (auth = false): every caller is an admin of every station")
+    limiter = RateLimiter(settings.rate_limit_per_minute, settings.write_rate_limit_per_minute, clock.monotonic)
+    signatures = RequestVerifier(secret_files.load_or_create(settings.signing_secret_path),
+                                 settings.signature_max_age_s, clock.wall)
+    return Guard(verifier, limiter, signatures, audit)
+
+
+async def _audit_ctx(app: web.Application) -> AsyncIterator[None]:
+    app[keys.AUDIT].open()
+    yield
+    app[keys.AUDIT].close()
 
 
 async def _store_ctx(app: web.Application) -> AsyncIterator[None]:

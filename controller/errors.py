@@ -15,12 +15,13 @@ class ApiError(Exception):
     """Raised by handlers for any answer that is not a success; the middleware renders it."""
 
     def __init__(self, status: int, message: str, details: Iterable[Mapping[str, str]] = (),
-                 code: str | None = None) -> None:
+                 code: str | None = None, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code or CODES.get(status, "error")
         self.message = message
         self.details = [dict(d) for d in details]
+        self.headers = dict(headers) if headers else None
 
 
 def error_response(status: int, code: str, message: str, details: Iterable[Mapping[str, str]] = (),

@@ -10,6 +10,9 @@ from controller.ingest import Ingest
 from controller.knob_sync import KnobSync
 from controller.link import AgentLink
 from controller.live import LiveState
+from controller.security.audit import AuditLog
+from controller.security.guard import Guard
+from controller.security.headers import SecurityHeaders
 from controller.settings import ControllerSettings
 from controller.snapshot import Rendered, SnapshotCache
 from controller.telemetry import ControllerMetrics
@@ -28,3 +31,6 @@ SNAPSHOTS = web.AppKey("snapshots", SnapshotCache)
 METRICS = web.AppKey("metrics", ControllerMetrics)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 CATALOG = web.AppKey("catalog", Rendered)             # the catalog document, rendered once
+GUARD = web.AppKey("guard", Guard)                   # authentication, limits, permissions, signatures
+HEADERS = web.AppKey("headers", SecurityHeaders)     # security headers and CORS on every response
+AUDIT = web.AppKey("audit", AuditLog)

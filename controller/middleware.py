@@ -13,6 +13,8 @@ from aiohttp import web
 
 from controller import keys, logs
 from controller.errors import CODES, ApiError, error_response
+from controller.routes import ENDPOINTS
+from controller.security.guard import PRINCIPAL, RATE_HEADERS
 
 log = logging.getLogger("tpmon.controller.http")
 access = logging.getLogger("tpmon.controller.access")
@@ -34,8 +36,12 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     started = time.perf_counter()
     response: web.StreamResponse | None = None
     try:
-        response = await _enveloped(request, handler)
+        if request.method == "OPTIONS":  # CORS preflight: answered before routing (no route has OPTIONS)
+            response = request.app[keys.HEADERS].preflight(request)
+        else:
+            response = await _enveloped(request, handler)
         response.headers["X-Trace-Id"] = trace
+        request.app[keys.HEADERS].apply(request, response)
         return response
     finally:
         elapsed = time.perf_counter() - started
@@ -43,9 +49,10 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
         request.app[keys.METRICS].observe_request(route_label(request), request.method, status, elapsed)
         level = _access_level(request.method, status, elapsed)
         if access.isEnabledFor(level):
+            principal = request.get(PRINCIPAL)
             access.log(level, "%s %s %d", request.method, request.path, status, extra={"metadata": {
                 "method": request.method, "path": request.path, "duration": round(elapsed * 1000, 3),
-                "statusCode": status}})
+                "statusCode": status, "userId": principal.subject if principal else None}})
         logs.trace_id.reset(trace_token)
         logs.span_id.reset(span_token)
 
@@ -63,11 +70,18 @@ def _access_level(method: str, status: int, elapsed: float) -> int:
 
 
 async def _enveloped(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Every failure leaves as the JSON envelope; an unexpected one as a 500 naming the trace id."""
+    """Admit the request, run it; every failure leaves as the JSON envelope (unexpected: a 500 with the trace id)."""
     try:
-        return await handler(request)
+        endpoint = request.app[ENDPOINTS].get(request.match_info.route)
+        if endpoint is not None:
+            await request.app[keys.GUARD].admit(request, endpoint)
+        response = await handler(request)
+        rate_headers = request.get(RATE_HEADERS)
+        if rate_headers:
+            response.headers.update(rate_headers)
+        return response
     except ApiError as exc:
-        return error_response(exc.status, exc.code, exc.message, exc.details)
+        return error_response(exc.status, exc.code, exc.message, exc.details, headers=exc.headers)
     except web.HTTPException as exc:
         if exc.status < 400:
             raise

@@ -21,9 +21,31 @@ DEFAULTS: dict[str, Any] = {
     "ack_timeout_ms": 2000,
     "heartbeat_ms": 1000,
     "log_level": "INFO",
+    # --- security (issue 3). Empty paths mean "under data_dir" (see the properties below).
+    "auth": True,                       # false only for benchmarks and local experiments: logs a warning
+    "jwt_algorithm": "HS256",           # HS256 | HS384 | HS512 (secret) or RS256 | ES256 ... (public key)
+    "jwt_secret_file": "",              # HS*: created with 32 random bytes on first start when missing
+    "jwt_public_key_file": "",          # RS*/ES*/PS*: PEM public key; tokens are minted elsewhere
+    "rate_limit_per_minute": 1000,      # per client (token subject, else address), all requests
+    "write_rate_limit_per_minute": 100,  # per client, requests that change something
+    "signing_secret_file": "",          # HMAC-SHA256 key for critical requests; created when missing
+    "signature_max_age_s": 300,         # a signed request older (or newer) than this is refused
+    "cors_origins": [],                 # exact origins allowed to call the API from a browser
+    "tls_cert": "",                     # PEM certificate chain; with tls_key turns HTTPS on (TLS 1.3 only)
+    "tls_key": "",
+    "insecure": False,                  # plaintext agent link (no CURVE); logs a warning
+    "curve_secret_key_file": "",        # the controller's CURVE keypair (`tpmon keys` writes it)
+    "curve_allowlist_file": "",         # agent public keys, each bound to its station
+    "audit_log": "",                    # JSON lines; default <data_dir>/audit.log
+    "max_body_bytes": 1 << 20,          # larger request bodies get 413
 }
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+# Asymmetric algorithms verify with a public key; `none` is never accepted, whatever a token says.
+JWT_ALGORITHMS = ("HS256", "HS384", "HS512", "RS256", "RS384", "RS512", "ES256", "ES384", "ES512",
+                  "PS256", "PS384", "PS512")
+_OPTIONAL_PATHS = ("jwt_secret_file", "jwt_public_key_file", "signing_secret_file", "tls_cert", "tls_key",
+                   "curve_secret_key_file", "curve_allowlist_file", "audit_log")
 
 
 @dataclass(frozen=True)
@@ -39,11 +61,39 @@ class ControllerSettings:
     ack_timeout_ms: int = DEFAULTS["ack_timeout_ms"]
     heartbeat_ms: int = DEFAULTS["heartbeat_ms"]
     log_level: str = DEFAULTS["log_level"]
+    auth: bool = DEFAULTS["auth"]
+    jwt_algorithm: str = DEFAULTS["jwt_algorithm"]
+    jwt_secret_file: str = DEFAULTS["jwt_secret_file"]
+    jwt_public_key_file: str = DEFAULTS["jwt_public_key_file"]
+    rate_limit_per_minute: int = DEFAULTS["rate_limit_per_minute"]
+    write_rate_limit_per_minute: int = DEFAULTS["write_rate_limit_per_minute"]
+    signing_secret_file: str = DEFAULTS["signing_secret_file"]
+    signature_max_age_s: int = DEFAULTS["signature_max_age_s"]
+    cors_origins: tuple[str, ...] = ()
+    tls_cert: str = DEFAULTS["tls_cert"]
+    tls_key: str = DEFAULTS["tls_key"]
+    insecure: bool = DEFAULTS["insecure"]
+    curve_secret_key_file: str = DEFAULTS["curve_secret_key_file"]
+    curve_allowlist_file: str = DEFAULTS["curve_allowlist_file"]
+    audit_log: str = DEFAULTS["audit_log"]
+    max_body_bytes: int = DEFAULTS["max_body_bytes"]
 
     def __post_init__(self) -> None:
+        if isinstance(self.cors_origins, list):  # TOML arrays arrive as lists; keep the settings hashable
+            object.__setattr__(self, "cors_origins", tuple(self.cors_origins))
         for f in fields(self):
             value = getattr(self, f.name)
-            if f.type in ("int", int):
+            if f.name in _OPTIONAL_PATHS:
+                if not isinstance(value, str):
+                    raise ConfigError(f"[controller] {f.name} must be a path string, got {value!r}")
+            elif f.type in ("bool", bool):
+                if not isinstance(value, bool):
+                    raise ConfigError(f"[controller] {f.name} must be true or false, got {value!r}")
+            elif f.name == "cors_origins":
+                if not all(isinstance(o, str) and o.startswith(("http://", "https://")) for o in value):
+                    raise ConfigError("[controller] cors_origins must be a list of origins like "
+                                      f"\"https://ops.example.org\", got {list(value)!r}")
+            elif f.type in ("int", int):
                 if isinstance(value, bool) or not isinstance(value, int):
                     raise ConfigError(f"[controller] {f.name} must be an integer, got {value!r}")
                 minimum = 0 if f.name == "http_port" else 1
@@ -55,6 +105,39 @@ class ControllerSettings:
             raise ConfigError(f"[controller] log_level must be one of {', '.join(_LOG_LEVELS)}")
         if self.stale_after_ms > self.offline_after_ms:
             raise ConfigError("[controller] stale_after_ms must not exceed offline_after_ms")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ConfigError("[controller] tls_cert and tls_key go together: set both or neither")
+        if self.jwt_algorithm not in JWT_ALGORITHMS:
+            raise ConfigError(f"[controller] jwt_algorithm must be one of {', '.join(JWT_ALGORITHMS)}")
+        if not self.jwt_algorithm.startswith("HS") and not self.jwt_public_key_file:
+            raise ConfigError(f"[controller] jwt_algorithm {self.jwt_algorithm} needs jwt_public_key_file")
+
+    def _under_data(self, value: str, default: str) -> Path:
+        return Path(value) if value else Path(self.data_dir) / default
+
+    @property
+    def jwt_secret_path(self) -> Path:
+        return self._under_data(self.jwt_secret_file, "secrets/jwt.secret")
+
+    @property
+    def signing_secret_path(self) -> Path:
+        return self._under_data(self.signing_secret_file, "secrets/signing.secret")
+
+    @property
+    def curve_secret_key_path(self) -> Path:
+        return self._under_data(self.curve_secret_key_file, "keys/controller.key_secret")
+
+    @property
+    def curve_allowlist_path(self) -> Path:
+        return self._under_data(self.curve_allowlist_file, "keys/allowlist.toml")
+
+    @property
+    def audit_log_path(self) -> Path:
+        return self._under_data(self.audit_log, "audit.log")
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.tls_cert)
 
     @property
     def store_path(self) -> Path:

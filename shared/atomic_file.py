@@ -10,11 +10,14 @@ def temp_path(path: Path) -> Path:
     return path.with_name(f".{path.name}.{os.getpid()}.tmp")
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Temp file, fsync, rename over `path`, fsync the directory (so the rename survives power loss)."""
+def atomic_write(path: Path, data: bytes, mode: int = 0o644) -> None:
+    """Temp file, fsync, rename over `path`, fsync the directory (so the rename survives power loss).
+
+    `mode` applies from the moment the temp file exists, so a secret is never readable by others.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(path)
-    with open(tmp, "wb") as f:
+    with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())

@@ -10,9 +10,13 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
+from tests.auth import token_for
 from tpmon import toml_writer
 from tpmon.demo_profiles import station_profile
 from tpmon.processes import Child, free_port, tpmon_argv
+
+
+ADMIN_TOKENS: dict[str, str] = {}  # controller base URL -> an admin token minted with its secret
 
 
 class Proc(Child):
@@ -41,6 +45,8 @@ def start_controller(tmp: Path, stations: int = 1, http_port: int | None = None,
     proc.start()
     base = f"http://127.0.0.1:{http_port}"
     wait_until(lambda: get_json(f"{base}/api/v1/health")[0] == 200, 20, proc)
+    if extra.get("auth", True):
+        ADMIN_TOKENS[base] = token_for(tmp / "controller", "admin")
     return proc, base, link_port
 
 
@@ -82,11 +88,20 @@ def wait_until(predicate: Callable[[], Any], timeout: float, watched: Child | No
 
 
 def request(url: str, method: str = "GET", body: Any = None, raw: bytes | None = None,
-            headers: dict[str, str] | None = None, timeout: float = 10) -> tuple[int, Any, dict[str, str]]:
-    """HTTP request returning (status, parsed JSON or raw text, headers), errors included."""
+            headers: dict[str, str] | None = None, timeout: float = 10,
+            auth: bool = True) -> tuple[int, Any, dict[str, str]]:
+    """HTTP request returning (status, parsed JSON or raw text, headers), errors included.
+
+    A request to a controller started by `start_controller` carries an admin token unless
+    `auth` is False or `headers` bring their own Authorization.
+    """
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    req = urllib.request.Request(url, data=data, method=method, headers={
-        "Content-Type": "application/json", **(headers or {})})
+    sent = {"Content-Type": "application/json", **(headers or {})}
+    if auth and "Authorization" not in sent:
+        token = next((t for base, t in ADMIN_TOKENS.items() if url.startswith(base + "/")), None)
+        if token:
+            sent["Authorization"] = f"Bearer {token}"
+    req = urllib.request.Request(url, data=data, method=method, headers=sent)
     try:
         with urllib.request.urlopen(req, timeout=timeout) as resp:
             status, payload, hdrs = resp.status, resp.read(), dict(resp.headers)

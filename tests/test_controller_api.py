@@ -13,6 +13,7 @@ from controller.app import create_app
 from controller.logs import JsonFormatter
 from controller.settings import ControllerSettings
 from shared.knobs import KNOB_COUNT
+from tests.auth import bearer
 from shared.metrics import METRIC_COUNT
 
 KNOBS_URL = "/api/v1/config/knobs/Station-1/3333"
@@ -27,7 +28,8 @@ def make_app(tmp_path, **overrides) -> web.Application:
 
 @pytest.fixture
 async def client(tmp_path):
-    async with TestClient(TestServer(make_app(tmp_path))) as c:
+    app = make_app(tmp_path)
+    async with TestClient(TestServer(app), headers=bearer(tmp_path)) as c:
         yield c
 
 

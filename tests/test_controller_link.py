@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from controller import keys
 from controller.app import create_app
 from controller.settings import ControllerSettings
+from tests.auth import bearer
 from shared import protocol
 from shared.metrics import METRICS, MetricType
 from shared.protocol import Message, MsgType
@@ -73,7 +74,7 @@ async def ctl(tmp_path):
                                   data_dir=str(tmp_path), stations=2, tick_ms=50, ack_timeout_ms=500,
                                   heartbeat_ms=200, stale_after_ms=1000, offline_after_ms=3000)
     app = create_app(settings, registry=CollectorRegistry())
-    async with TestClient(TestServer(app)) as client:
+    async with TestClient(TestServer(app), headers=bearer(tmp_path)) as client:
         client.endpoint = app[keys.LINK].endpoint
         client.agents = []
         yield client

@@ -11,6 +11,9 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "controller": ("controller.main", "the central service (HTTP :3090, agent link :3091)"),
     "agent": ("agent.main", "the station agent (both extensions of one station)"),
     "catalog": ("tpmon.catalog_doc", "print the metric and knob catalogs as Markdown"),
+    "token": ("tpmon.token", "mint an API token (JWT) with a role and station scope"),
+    "keys": ("tpmon.keys", "generate CURVE keypairs for the controller and agents, and the allow-list"),
+    "sign": ("tpmon.sign", "sign a critical API request (HMAC-SHA256) and print or send it"),
 }
 
 

@@ -7,8 +7,9 @@ from typing import Any
 from aiohttp import web
 
 from controller import keys
-from controller.routes import add_api_route
+from controller.routes import Endpoint, add_endpoint
 from controller.routes.cached import serve
+from controller.security.principal import Permission
 from shared.knobs import KNOB_CATEGORIES, KNOBS, catalog_json
 from shared.metrics import CATEGORIES, METRICS
 from shared.topology import EXTENSIONS, Topology
@@ -37,4 +38,5 @@ async def get_catalog(request: web.Request) -> web.Response:
 
 
 def setup_routes(app: web.Application) -> None:
-    add_api_route(app, "GET", "/catalog", get_catalog)
+    add_endpoint(app, Endpoint("GET", "/catalog", get_catalog, "Metric and knob catalogs with the topology",
+                               Permission.READ_METRICS, tags=("catalog",)))

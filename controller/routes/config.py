@@ -8,24 +8,31 @@ from aiohttp import web
 from controller import keys
 from controller.errors import ApiError, json_response, read_json_object
 from controller.knob_sync import InvalidKnobs
-from controller.routes import add_api_route
+from controller.routes import Endpoint, add_endpoint
+from controller.security.guard import principal_of
+from controller.security.principal import Permission
 from shared.topology import Point
 
 KNOBS_PATH = "/config/knobs/{stationId}/{extension}"
 
 
 def point_of(request: web.Request) -> Point:
+    """The point named in the path: 404 when unknown, 403 when outside the caller's stations."""
     station, ext = request.match_info["stationId"], request.match_info["extension"]
     try:
-        return request.app[keys.TOPOLOGY].point(station, ext)
+        point = request.app[keys.TOPOLOGY].point(station, ext)
     except KeyError as exc:
         field = "stationId" if not request.app[keys.TOPOLOGY].has_station(station) else "extension"
         raise ApiError(404, exc.args[0], [{"field": field, "problem": exc.args[0]}]) from None
+    if not principal_of(request).sees(point.station):
+        raise ApiError(403, f"this token is not scoped to {point.station}",
+                       [{"field": "stationId", "problem": f"{point.station} is outside the token's stations"}])
+    return point
 
 
 def _operator(request: web.Request) -> str:
-    name = request.headers.get("X-Operator", "").strip()[:64]
-    return f"api:{name}" if name else "api"
+    """Who made a change: the token's subject (the plan's `sub`), never a header the client chooses."""
+    return principal_of(request).subject
 
 
 async def get_knobs(request: web.Request) -> web.Response:
@@ -71,5 +78,8 @@ async def post_knobs(request: web.Request) -> web.Response:
 
 
 def setup_routes(app: web.Application) -> None:
-    add_api_route(app, "GET", KNOBS_PATH, get_knobs)
-    add_api_route(app, "POST", KNOBS_PATH, post_knobs)
+    add_endpoint(app, Endpoint("GET", KNOBS_PATH, get_knobs, "Desired knobs of a point, their version and applied state",
+                               Permission.READ_METRICS, tags=("config",)))
+    add_endpoint(app, Endpoint("POST", KNOBS_PATH, post_knobs,
+                               "Change some knobs of a point; answers with the agent's acknowledgement",
+                               Permission.WRITE_KNOBS, write=True, tags=("config",)))

@@ -11,7 +11,7 @@ from controller import keys
 from controller.clock import iso_ms
 from controller.errors import json_response
 from controller.live import Status
-from controller.routes import add_api_route
+from controller.routes import Endpoint, add_endpoint
 
 STALE_SNAPSHOT_TICKS = 10  # a snapshot older than this many ticks means the build loop is stuck
 
@@ -83,5 +83,8 @@ async def get_metrics(request: web.Request) -> web.Response:
 
 
 def setup_routes(app: web.Application) -> None:
-    add_api_route(app, "GET", "/health", get_health)
-    app.router.add_get("/metrics", get_metrics)
+    # Open to probes and Prometheus: counts and states only, no knob values, keys or client data.
+    add_endpoint(app, Endpoint("GET", "/health", get_health, "Service health in the plan's shape", None,
+                               tags=("health",)))
+    add_endpoint(app, Endpoint("GET", "/metrics", get_metrics, "Prometheus exposition of the controller", None,
+                               tags=("health",), prefixed=False))

@@ -5,8 +5,10 @@ from aiohttp import web
 
 from controller import keys
 from controller.errors import ApiError
-from controller.routes import add_api_route
+from controller.routes import Endpoint, add_endpoint
 from controller.routes.cached import serve
+from controller.security.guard import principal_of
+from controller.security.principal import Permission, Principal
 from controller.snapshot import UnknownFields, UnknownStations
 
 
@@ -14,12 +16,31 @@ def _csv(value: str | None) -> tuple[str, ...]:
     return tuple(part.strip() for part in (value or "").split(",") if part.strip())
 
 
+def scoped_stations(principal: Principal, requested: tuple[str, ...], known: tuple[str, ...]) -> tuple[str, ...]:
+    """The stations to show: the request's (each must be in scope, else 403), or every one in scope."""
+    if principal.stations is None:
+        return requested
+    if requested:
+        refused = [s for s in principal.unseen(requested) if s in known]
+        if refused:
+            raise ApiError(403, f"this token is not scoped to {', '.join(refused)}",
+                           [{"field": "stations", "problem": f"{name} is outside the token's stations"}
+                            for name in refused])
+        return requested
+    visible = tuple(s for s in known if principal.sees(s))
+    if not visible:
+        raise ApiError(403, "this token's stations match none of the configured stations",
+                       [{"field": "stations", "problem": "no station in scope"}])
+    return visible
+
+
 async def get_snapshots(request: web.Request) -> web.Response:
     stations, fields = _csv(request.query.get("stations")), _csv(request.query.get("fields"))
+    topology = request.app[keys.TOPOLOGY]
+    stations = scoped_stations(principal_of(request), stations, topology.stations)
     try:
         rendered = request.app[keys.SNAPSHOTS].get(stations, fields)
     except UnknownStations as exc:
-        topology = request.app[keys.TOPOLOGY]
         raise ApiError(404, f"unknown station {', '.join(exc.names)} (known: Station-1 … Station-{topology.station_count})",
                        [{"field": "stations", "problem": f"unknown station {name}"} for name in exc.names])
     except UnknownFields as exc:
@@ -29,4 +50,6 @@ async def get_snapshots(request: web.Request) -> web.Response:
 
 
 def setup_routes(app: web.Application) -> None:
-    add_api_route(app, "GET", "/snapshots", get_snapshots)
+    add_endpoint(app, Endpoint("GET", "/snapshots", get_snapshots,
+                               "Live snapshot of every point in scope, optionally filtered",
+                               Permission.READ_METRICS, tags=("snapshots",)))
