@@ -9,7 +9,8 @@ from controller import keys
 from controller.errors import ApiError, json_response, read_json_object
 from controller.knob_sync import InvalidKnobs
 from controller.routes import Endpoint, add_endpoint
-from controller.security.guard import principal_of
+from controller import logs
+from controller.security.guard import client_address, principal_of
 from controller.security.principal import Permission
 from shared.topology import Point
 
@@ -67,6 +68,11 @@ async def post_knobs(request: web.Request) -> web.Response:
         count = len(exc.problems)
         raise ApiError(400, f"{count} invalid knob value{'s' if count != 1 else ''}; nothing was changed",
                        [p.to_json() for p in exc.problems], code="validation_failed") from None
+    request.app[keys.AUDIT].record(
+        "config.change", who=_operator(request), what=f"knobs {point.station}/{point.extension}",
+        where=client_address(request), trace=logs.trace_id.get() or "",
+        outcome="applied" if result.applied else "pending", version=result.desired.version,
+        changes={name: result.desired.knobs[name] for name in partial if name in result.desired.knobs})
     doc: dict[str, Any] = {"station": point.station, "extension": point.extension,
                            "config": result.desired.knobs, "version": result.desired.version,
                            "applied": result.applied, "appliedVersion": result.applied_version}
