@@ -50,7 +50,13 @@ async def serve(settings: Any) -> int:
     from controller.app import create_app
     from shared.config import ConfigError
 
-    app = create_app(settings)
+    from controller.security.secret_files import SecretError
+
+    try:
+        app = create_app(settings)
+    except (SecretError, ConfigError, OSError) as exc:  # unreadable secrets or keys: say which, no traceback
+        log.error("controller cannot start: %s", exc)
+        return 1
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     try:
         await runner.setup()  # opens the store and binds the agent link
