@@ -51,4 +51,5 @@ def add_endpoint(app: web.Application, endpoint: Endpoint) -> None:
 
 def endpoints(app: web.Application) -> list[Endpoint]:
     """Every declared endpoint once, in registration order."""
-    return list(dict.fromkeys(app.get(ENDPOINTS, {}).values()))
+    unique = {id(e): e for e in app.get(ENDPOINTS, {}).values()}  # by identity: fields may be unhashable
+    return list(unique.values())
