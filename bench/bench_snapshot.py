@@ -9,7 +9,7 @@ from pathlib import Path
 from bench.replay import Replayer, record_samples
 from bench.tools import run_wrk
 from shared.topology import Topology
-from tests.procs import request, start_controller, wait_until
+from tests.procs import ADMIN_TOKENS, request, start_controller, wait_until
 from tpmon.processes import free_port
 
 CONNECTIONS = 64
@@ -33,17 +33,21 @@ def run() -> list[dict]:
         tmp = Path(d)
         (tmp / "record").mkdir()
         samples = record_samples(tmp / "record")
-        controller, base, link_port = start_controller(tmp, stations=12)
+        # As shipped (auth on, the rate limiter running) but with a budget wrk cannot exhaust.
+        controller, base, link_port = start_controller(tmp, stations=12, insecure=True,
+                                                       rate_limit_per_minute=1_000_000_000,
+                                                       write_rate_limit_per_minute=1_000_000_000)
         try:
             with Replayer(f"tcp://127.0.0.1:{link_port}", samples, Topology(12)):
                 wait_until(lambda: _all_active(base), 20, controller)
                 body_path = tmp / "snapshot.json"
-                body_path.write_bytes(_raw(f"{base}/api/v1/snapshots"))
+                body_path.write_bytes(_raw(f"{base}/api/v1/snapshots", ADMIN_TOKENS[base]))
                 size = body_path.stat().st_size
                 plain = _plain_server(body_path)
                 try:
                     baseline = run_wrk(f"http://127.0.0.1:{plain[1]}/snapshot", CONNECTIONS, SECONDS)
-                    ours = run_wrk(f"{base}/api/v1/snapshots", CONNECTIONS, SECONDS)
+                    ours = run_wrk(f"{base}/api/v1/snapshots", CONNECTIONS, SECONDS,
+                                   headers=(f"Authorization: Bearer {ADMIN_TOKENS[base]}",))
                 finally:
                     plain[0].terminate()
                     plain[0].wait()
@@ -68,9 +72,10 @@ def _all_active(base: str) -> bool:
     return all(p["status"] == "active" for s in snap["stations"].values() for p in s.values())
 
 
-def _raw(url: str) -> bytes:
+def _raw(url: str, token: str) -> bytes:
     import urllib.request
-    with urllib.request.urlopen(url) as resp:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"})
+    with urllib.request.urlopen(req) as resp:
         return resp.read()
 
 

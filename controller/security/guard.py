@@ -65,12 +65,17 @@ class Guard:
         client = client_address(request)
         decision = self.limiter.check(client, write=False)  # failed attempts spend the address's budget
         if not decision.allowed:
+            self.audit.record("rate_limited", who=client, what=f"{request.method} {request.path}", where=client,
+                              trace=logs.trace_id.get() or "", outcome="refused", limit=decision.limit,
+                              reason="unauthenticated requests")
             raise ApiError(429, "too many requests; retry later", headers=decision.headers())
         self._refuse(request, client, "auth.failure", 401, reason, "Authorization",
                      headers={"WWW-Authenticate": 'Bearer realm="tpmon"'})
 
     def _spend(self, request: web.Request, principal: Principal, endpoint: Endpoint) -> None:
-        decision = self.limiter.check(principal.subject, write=endpoint.write)
+        # With auth off every caller is the same anonymous admin: budget them by address instead.
+        client = principal.subject if self.verifier is not None else client_address(request)
+        decision = self.limiter.check(client, write=endpoint.write)
         request[RATE_HEADERS] = decision.headers()  # sent on the response too, as the draft suggests
         if not decision.allowed:
             kind = "write " if endpoint.write and decision.limit == self.limiter.writes_per_minute else ""
@@ -83,7 +88,7 @@ class Guard:
     async def _verify_signature(self, request: web.Request, principal: Principal) -> None:
         body = await request.read()
         try:
-            self.signatures.verify(request.method, request.path_qs, request.headers, body)
+            self.signatures.verify(request.method, request.raw_path, request.headers, body)  # target as sent
         except SignatureRejected as exc:
             self._refuse(request, principal.subject, "signature.failure", 401, str(exc), "signature")
 
