@@ -62,7 +62,7 @@ def create_app(settings: ControllerSettings, *, registry: CollectorRegistry | No
     app[keys.CATALOG] = render(catalog.catalog_document(topology), clock.wall())
     app[keys.AUDIT] = audit = AuditLog(settings.audit_log_path, clock.wall)
     app[keys.GUARD] = security_guard(settings, audit, clock)
-    app[keys.HEADERS] = SecurityHeaders(settings.cors_origins)
+    app[keys.HEADERS] = SecurityHeaders(settings.cors_origins, hsts=settings.tls)
 
     for area in (snapshots, config, catalog, health):
         area.setup_routes(app)
