@@ -18,6 +18,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-dir", help="where the config store lives (default ./data)")
     parser.add_argument("--stations", type=int, help="number of stations Station-1..N (default 12)")
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
+    parser.add_argument("--tls-cert", help="PEM certificate chain: serve HTTPS (TLS 1.3 only); needs --tls-key")
+    parser.add_argument("--tls-key", help="PEM private key of --tls-cert (unencrypted)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -28,7 +30,8 @@ def run(args: argparse.Namespace) -> int:
     from controller.settings import load_settings
 
     overrides = {key: getattr(args, key, None) for key in
-                 ("http_host", "http_port", "link_endpoint", "data_dir", "stations", "log_level")}
+                 ("http_host", "http_port", "link_endpoint", "data_dir", "stations", "log_level",
+                  "tls_cert", "tls_key")}
     try:
         settings = load_settings(args.config, overrides=overrides)
     except ConfigError as exc:
@@ -48,11 +51,13 @@ async def serve(settings: Any) -> int:
 
     from controller import keys
     from controller.app import create_app
+    from controller.tls import server_context
     from shared.config import ConfigError
 
     from controller.security.secret_files import SecretError
 
     try:
+        ssl_context = server_context(settings.tls_cert, settings.tls_key) if settings.tls else None
         app = create_app(settings)
     except (SecretError, ConfigError, OSError) as exc:  # unreadable secrets or keys: say which, no traceback
         log.error("controller cannot start: %s", exc)
@@ -60,15 +65,17 @@ async def serve(settings: Any) -> int:
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
     try:
         await runner.setup()  # opens the store and binds the agent link
-        site = web.TCPSite(runner, settings.http_host, settings.http_port, reuse_address=True)
+        site = web.TCPSite(runner, settings.http_host, settings.http_port, reuse_address=True,
+                           ssl_context=ssl_context)
         await site.start()
     except (OSError, zmq.ZMQError, ConfigError) as exc:
         log.error("controller cannot start: %s", exc)
         await runner.cleanup()
         return 1
     host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::") else settings.http_host
-    log.info("controller ready: http://%s:%d/api/v1/snapshots, agent link %s, data %s",
-             host, settings.http_port, app[keys.LINK].endpoint, settings.store_path,
+    scheme = "https" if settings.tls else "http"
+    log.info("controller ready: %s://%s:%d/api/v1/snapshots, agent link %s, data %s",
+             scheme, host, settings.http_port, app[keys.LINK].endpoint, settings.store_path,
              extra={"metadata": {"httpPort": settings.http_port, "link": app[keys.LINK].endpoint}})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
