@@ -154,7 +154,7 @@ def test_a_flood_of_new_addresses_cannot_grow_memory_or_free_a_heavy_spender(clo
 
 def make_app(tmp_path, clock, **overrides):
     settings = ControllerSettings(http_host="127.0.0.1", link_endpoint="tcp://127.0.0.1:*", data_dir=str(tmp_path),
-                                  stations=2, tick_ms=50, **overrides)
+                                  stations=2, tick_ms=50, insecure=True, **overrides)
     return create_app(settings, registry=CollectorRegistry(), clock=clock)
 
 
