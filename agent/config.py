@@ -24,6 +24,9 @@ AGENT_DEFAULTS: dict[str, Any] = {
     "warmup_s": 3.0,                # simulated audio run ahead at start: buffers fill, the first PESQ exists
     "external_command": "",        # run after the external-knob file is written (agent/appliers.py)
     "log_level": "info",
+    "curve_secret_key_file": "",      # this agent's CURVE keypair (Station-N.key_secret from `tpmon keys`)
+    "controller_public_key_file": "",  # the controller's public key (controller.key)
+    "insecure": False,                 # plaintext link without keys (tests, local experiments): logs a warning
 }
 SOURCES = ("sim",)
 
@@ -43,6 +46,9 @@ class AgentConfig:
     warmup_s: float
     external_command: str | list[str]
     log_level: str
+    curve_secret_key_file: str = ""
+    controller_public_key_file: str = ""
+    insecure: bool = False
     sim: dict[str, SimConditions] = field(default_factory=dict)
 
     @property
@@ -73,6 +79,8 @@ def load(path: str | Path | None, env: dict[str, str] | None = None) -> AgentCon
         source=_str(a, "source"), seed=_int(a, "seed", 0, 2 ** 63 - 1),
         pesq_interval_s=_num(a, "pesq_interval_s", 1.0, 3600.0), warmup_s=_num(a, "warmup_s", 0.0, 30.0),
         external_command=a["external_command"], log_level=_str(a, "log_level"),
+        curve_secret_key_file=_path(a, "curve_secret_key_file"),
+        controller_public_key_file=_path(a, "controller_public_key_file"), insecure=_bool(a, "insecure"),
         sim={ext: SimConditions.from_table(sims.get(ext, {}), f"sim.{ext}") for ext in EXTENSIONS},
     )
     if station_number(cfg.station) is None:
@@ -87,6 +95,18 @@ def load(path: str | Path | None, env: dict[str, str] | None = None) -> AgentCon
 def _str(t: dict[str, Any], key: str) -> str:
     if not isinstance(t[key], str) or not t[key]:
         raise ConfigError(f"[agent] {key} must be a non-empty string, got {t[key]!r}")
+    return t[key]
+
+
+def _path(t: dict[str, Any], key: str) -> str:
+    if not isinstance(t[key], str):
+        raise ConfigError(f"[agent] {key} must be a path string, got {t[key]!r}")
+    return t[key]
+
+
+def _bool(t: dict[str, Any], key: str) -> bool:
+    if not isinstance(t[key], bool):
+        raise ConfigError(f"[agent] {key} must be true or false, got {t[key]!r}")
     return t[key]
 
 

@@ -36,9 +36,16 @@ def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=cfg.log_level.upper(), stream=sys.stderr,
                         format=f"%(asctime)s %(levelname)s agent[{cfg.station}] %(name)s: %(message)s")
     from agent.dsp import DspChain  # heavy imports after the config is known to be good
+    from agent.link import ControllerLink, client_keys
     from agent.station import StationAgent
 
-    agent = StationAgent(cfg, lambda seed: DspChain(sample_rate=16000, frame_samples=320, seed=seed))
+    try:
+        keys = client_keys(cfg)  # before anything starts: no keys and not insecure is a refusal
+    except ConfigError as exc:
+        log.error("%s", exc)
+        return 2
+    link = ControllerLink(cfg.controller, cfg.station, curve=keys)
+    agent = StationAgent(cfg, lambda seed: DspChain(sample_rate=16000, frame_samples=320, seed=seed), link=link)
     exporter = Exporter(agent.snapshot, CollectorRegistry())
     try:
         if cfg.exporter_port:

@@ -22,7 +22,7 @@ import zmq
 from agent.appliers import ExternalApplier
 from agent.config import AgentConfig
 from agent.knob_store import KnobStore
-from agent.link import ControllerLink
+from agent.link import ControllerLink, client_keys
 from agent.measure.host import HostMeter
 from agent.measure.pesq_worker import PesqWorker, wideband_pesq
 from agent.measure.sample import PointMeter
@@ -72,7 +72,7 @@ class StationAgent:
             self.points[ext] = PointState(ext, pipe, PointMeter(pipe, self.epoch), version, knobs)
             self.applier.apply(ext, version, knobs, wall())
             log.info("%s/%s starts on knob version %d", cfg.station, ext, version)
-        self.link = link or ControllerLink(cfg.controller, cfg.station, context)
+        self.link = link or ControllerLink(cfg.controller, cfg.station, context, curve=client_keys(cfg))
         self.handlers: dict[MsgType, Callable[[Message], None]] = {
             MsgType.KNOB_SET: self.on_knob_set, MsgType.HEARTBEAT: lambda msg: None}
         self.unexpected = 0

@@ -38,7 +38,7 @@ def run() -> list[dict]:
                                                        rate_limit_per_minute=1_000_000_000,
                                                        write_rate_limit_per_minute=1_000_000_000)
         try:
-            with Replayer(f"tcp://127.0.0.1:{link_port}", samples, Topology(12)):
+            with Replayer(f"tcp://127.0.0.1:{link_port}", samples, Topology(12), keys=tmp / "keys"):
                 wait_until(lambda: _all_active(base), 20, controller)
                 body_path = tmp / "snapshot.json"
                 body_path.write_bytes(_raw(f"{base}/api/v1/snapshots", ADMIN_TOKENS[base]))

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import zmq
 
-from shared import protocol
+from shared import curve_keys, protocol
 from shared.protocol import MsgType
 from shared.topology import Topology
 from tests.procs import start_agent
@@ -47,8 +47,11 @@ def record_samples(tmp: Path, count: int = 20, timeout: float = 30) -> list[dict
 class Replayer:
     """One DEALER per station re-sending recorded samples every `interval` seconds."""
 
-    def __init__(self, endpoint: str, samples: list[dict], topology: Topology, interval: float = 0.15) -> None:
+    def __init__(self, endpoint: str, samples: list[dict], topology: Topology, interval: float = 0.15,
+                 keys: Path | None = None) -> None:
+        """`keys`: the folder `start_controller` made (tmp/"keys"), for a CURVE link; None for an insecure one."""
         self.endpoint, self.samples, self.topology, self.interval = endpoint, samples, topology, interval
+        self.keys = keys
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -66,7 +69,10 @@ class Replayer:
         for station in self.topology.stations:
             s = ctx.socket(zmq.DEALER)
             s.setsockopt(zmq.LINGER, 0)
-            s.setsockopt(zmq.ROUTING_ID, station.encode())
+            if self.keys is not None:
+                own = curve_keys.load_keypair(curve_keys.secret_file(curve_keys.agent_folder(self.keys), station))
+                s.curve_secretkey, s.curve_publickey = own.secret, own.public
+                s.curve_serverkey = curve_keys.load_public(curve_keys.public_file(self.keys, curve_keys.CONTROLLER))
             s.connect(self.endpoint)
             s.send(protocol.encode(protocol.hello(station, ["3333", "4444"], {"3333": 0, "4444": 0})))
             sockets[station] = s

@@ -16,6 +16,7 @@ from controller.config_store import ConfigStore
 from controller.ingest import Ingest
 from controller.knob_sync import KnobSync
 from controller.link import AgentLink, AgentUnreachable
+from controller.link_auth import load_server_keys
 from controller.live import LiveState
 from controller.routes import ENDPOINTS, catalog, config, health, snapshots
 from controller.security import secret_files
@@ -101,8 +102,9 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _link_ctx(app: web.Application) -> AsyncIterator[None]:
-    link = app[keys.LINK]
-    link.start()
+    """Bind the agent link: CURVE with the keys and allow-list (missing ones stop the start), or plaintext if insecure."""
+    link, settings = app[keys.LINK], app[keys.SETTINGS]
+    link.start(None if settings.insecure else load_server_keys(settings), app[keys.AUDIT])
     log.info("agent link bound on %s", link.endpoint)
     yield
     await link.close()

@@ -5,7 +5,7 @@ import logging
 from typing import Callable
 
 from controller.knob_sync import KnobSync
-from controller.link import AgentLink, Handler
+from controller.link import AgentLink, Handler, Peer
 from controller.live import LiveState
 from shared.protocol import Message, MsgType
 from shared.topology import Point, Topology
@@ -16,9 +16,10 @@ log = logging.getLogger("tpmon.controller.ingest")
 class Ingest:
     """Turns agent messages into live state and knob reconciliation.
 
-    The link learns the routing id each station speaks from, so an agent whose id is not
-    exactly its station name still gets its replies; a body naming a station or extension outside the
-    configured topology is counted as rejected and dropped.
+    The link learns the connection each station speaks from (only from messages accepted
+    here), so replies reach the agent whatever routing id its connection has. A body naming a
+    station or extension outside the configured topology is counted as rejected and dropped;
+    so is, on a CURVE link, a message that speaks for another station than its sender's key.
     """
 
     def __init__(self, topology: Topology, live: LiveState, knobs: KnobSync, link: AgentLink,
@@ -44,6 +45,17 @@ class Ingest:
             self.on_rejected(reason)
         log.debug("rejected message: %s", reason)
 
+    def _speaks_for(self, peer: Peer, station: str, what: str) -> bool:
+        """Under CURVE a message speaks only for its key's station, over a connection no other station owns."""
+        if peer.station is None:  # insecure link: nothing to check the claim against
+            return True
+        learned = self.link.station_of(peer.identity)
+        if station == peer.station and learned in (None, station):
+            return True
+        self._reject(f"{what} for {station} over the key of {peer.station}")
+        self.link.spoofing(peer, station, what)
+        return False
+
     def _point(self, body: dict) -> Point | None:
         station, ext = body["station"], body["extension"]
         if not self.topology.has_point(station, ext):
@@ -51,40 +63,45 @@ class Ingest:
             return None
         return Point(station, ext)
 
-    async def hello(self, identity: bytes, msg: Message) -> None:
+    async def hello(self, peer: Peer, msg: Message) -> None:
         station = msg.body["station"]
         if not self.topology.has_station(station):
             self._reject(f"hello from unknown station {station!r}")
             return
+        if not self._speaks_for(peer, station, "HELLO"):
+            return
         extensions = [e for e in msg.body["extensions"] if isinstance(e, str) and self.topology.has_point(station, e)]
-        self.link.learn(station, identity)
+        self.link.learn(station, peer.identity)
         self.live.agent_hello(station)
         log.info("agent %s connected (extensions %s, applied %s)", station, extensions, msg.body["applied"])
         await self.knobs.on_hello(station, extensions, msg.body["applied"])
 
-    async def sample(self, identity: bytes, msg: Message) -> None:
+    async def sample(self, peer: Peer, msg: Message) -> None:
         point = self._point(msg.body)
-        if point is None:
+        if point is None or not self._speaks_for(peer, point.station, "SAMPLE"):
             return
-        self.link.learn(point.station, identity)
+        self.link.learn(point.station, peer.identity)
         self.live.record_sample(point, msg.body)
         await self.knobs.on_sample(point, msg.body["knob_version"])
 
-    async def ack(self, identity: bytes, msg: Message) -> None:
+    async def ack(self, peer: Peer, msg: Message) -> None:
         point = self._point(msg.body)
-        if point is None:
+        if point is None or not self._speaks_for(peer, point.station, "ACK"):
             return
-        self.link.learn(point.station, identity)
+        self.link.learn(point.station, peer.identity)
         self.live.agent_seen(point.station)
         body = msg.body
         if not body["ok"]:
             log.warning("agent %s rejected knob version %d: %s", point.id, body["version"], body["errors"])
         self.knobs.on_ack(point, body["version"], body["ok"], body["errors"])
 
-    async def heartbeat(self, identity: bytes, msg: Message) -> None:
-        station = self.link.station_of(identity) or identity.decode("utf-8", "replace")
-        if not self.topology.has_station(station):
+    async def heartbeat(self, peer: Peer, msg: Message) -> None:
+        # No station in the body: the one learned for this connection, or (CURVE) the key's.
+        station = self.link.station_of(peer.identity) or peer.station
+        if station is None or not self.topology.has_station(station):
             self._reject("heartbeat from an agent that has not said hello")
             return
-        self.link.learn(station, identity)
+        if not self._speaks_for(peer, station, "HEARTBEAT"):
+            return
+        self.link.learn(station, peer.identity)
         self.live.agent_seen(station)

@@ -10,6 +10,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any, Callable
 
+from shared import curve_keys
+from shared.topology import Topology
 from tests.auth import token_for
 from tpmon import toml_writer
 from tpmon.demo_profiles import station_profile
@@ -34,9 +36,18 @@ class Proc(Child):
 
 def start_controller(tmp: Path, stations: int = 1, http_port: int | None = None,
                      link_port: int | None = None, **extra: Any) -> tuple[Proc, str, int]:
-    """Controller on free ports; returns (process, base URL, link port)."""
+    """Controller on free ports; returns (process, base URL, link port).
+
+    Unless `insecure=True`, the agent link runs CURVE with keys for its stations made (once) in
+    tmp/"keys", where `start_agent` finds them.
+    """
     http_port = http_port or free_port()
     link_port = link_port or free_port()
+    if not extra.get("insecure", False):
+        keys = tmp / "keys"
+        curve_keys.provision(keys, list(Topology(stations).stations))
+        extra = {"curve_secret_key_file": str(curve_keys.secret_file(keys, curve_keys.CONTROLLER)),
+                 "curve_allowlist_file": str(keys / curve_keys.ALLOWLIST), **extra}
     cfg = tmp / "controller.toml"
     cfg.write_text(toml_writer.dumps({"controller": {
         "http_host": "127.0.0.1", "http_port": http_port, "link_endpoint": f"tcp://127.0.0.1:{link_port}",
@@ -53,12 +64,16 @@ def start_controller(tmp: Path, stations: int = 1, http_port: int | None = None,
 def start_agent(tmp: Path, station: str, link_port: int, exporter_port: int = 0,
                 sim: dict[str, Any] | None = None, env: dict[str, str] | None = None,
                 **agent_extra: Any) -> Proc:
-    """A station agent with the demo's healthy conditions unless `sim` overrides them."""
+    """A station agent with the demo's healthy conditions unless `sim` overrides them.
+
+    It uses its station's CURVE keys from tmp/"keys" when `start_controller` made them there,
+    else a plaintext link (insecure), as against a test's own bare ROUTER.
+    """
     n = int(station.split("-")[1])
     doc: dict[str, dict[str, Any]] = {"agent": {
         "station": station, "controller": f"tcp://127.0.0.1:{link_port}", "exporter_host": "127.0.0.1",
         "exporter_port": exporter_port, "data_dir": str(tmp / "agents" / station), "seed": 100 + n,
-        **agent_extra}}
+        **_agent_keys(tmp / "keys", station), **agent_extra}}
     for ext in ("3333", "4444"):
         doc[f"sim.{ext}"] = {**station_profile(n).conditions(ext), **(sim or {})}
     cfg = tmp / f"agent-{station}.toml"
@@ -66,6 +81,14 @@ def start_agent(tmp: Path, station: str, link_port: int, exporter_port: int = 0,
     proc = Proc(station, tpmon_argv("agent", "--config", str(cfg)), tmp / f"agent-{station}.log", env=env or {})
     proc.start()
     return proc
+
+
+def _agent_keys(keys: Path, station: str) -> dict[str, Any]:
+    secret = curve_keys.secret_file(curve_keys.agent_folder(keys), station)
+    if not secret.exists():
+        return {"insecure": True}
+    return {"curve_secret_key_file": str(secret),
+            "controller_public_key_file": str(curve_keys.public_file(keys, curve_keys.CONTROLLER))}
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, watched: Child | None = None,

@@ -22,7 +22,7 @@ KNOBS_URL = "/api/v1/config/knobs/Station-1/3333"
 def make_app(tmp_path, **overrides) -> web.Application:
     settings = ControllerSettings(**{"http_host": "127.0.0.1", "link_endpoint": "tcp://127.0.0.1:*",
                                      "data_dir": str(tmp_path), "stations": 3, "tick_ms": 50,
-                                     "ack_timeout_ms": 300, **overrides})
+                                     "ack_timeout_ms": 300, "insecure": True, **overrides})  # link: test_link_curve
     return create_app(settings, registry=CollectorRegistry())
 
 

@@ -1,4 +1,4 @@
-"""The agent link with a real ZeroMQ DEALER playing the agent: reconcile, acks, timeouts, garbage."""
+"""The agent link (CURVE, as in production) with a real ZeroMQ DEALER playing the agent: reconcile, acks, timeouts, garbage."""
 from __future__ import annotations
 
 import asyncio
@@ -7,8 +7,6 @@ import socket
 
 import msgpack
 import pytest
-import zmq
-import zmq.asyncio
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
@@ -16,8 +14,8 @@ from controller import keys
 from controller.app import create_app
 from controller.settings import ControllerSettings
 from tests.auth import bearer
+from tests.fake_agent import FakeAgent, link_keys
 from shared import protocol
-from shared.metrics import METRICS, MetricType
 from shared.protocol import Message, MsgType
 
 pytestmark = pytest.mark.slow  # real sockets on loopback
@@ -25,57 +23,16 @@ pytestmark = pytest.mark.slow  # real sockets on loopback
 KNOBS_URL = "/api/v1/config/knobs/Station-1/3333"
 
 
-class FakeAgent:
-    """A DEALER with the station's routing id, speaking the real protocol."""
-
-    def __init__(self, endpoint: str, station: str = "Station-1") -> None:
-        self.station = station
-        self.sock = zmq.asyncio.Context.instance().socket(zmq.DEALER)
-        self.sock.setsockopt(zmq.LINGER, 0)
-        self.sock.setsockopt(zmq.ROUTING_ID, station.encode())
-        self.sock.connect(endpoint)
-        self.seen: list[Message] = []
-
-    async def send(self, msg: Message) -> None:
-        await self.sock.send(protocol.encode(msg))
-
-    async def hello(self, applied: dict[str, int]) -> None:
-        await self.send(protocol.hello(self.station, ["3333", "4444"], applied))
-
-    async def sample(self, ext: str, seq: int, knob_version: int) -> None:
-        values = [{MetricType.BOOL: False, MetricType.TIMESTAMP: None, MetricType.INT: 1}.get(m.type, 0.5)
-                  for m in METRICS]
-        await self.send(protocol.sample(self.station, ext, seq, 1_700_000_000.0 + seq, values, knob_version))
-
-    async def recv(self, mtype: MsgType, timeout: float = 3.0) -> Message:
-        """The next message of `mtype` (others are kept in `seen`)."""
-        async def wait() -> Message:
-            while True:
-                msg = protocol.decode(await self.sock.recv())
-                self.seen.append(msg)
-                if msg.type is mtype:
-                    return msg
-        return await asyncio.wait_for(wait(), timeout)
-
-    async def nothing(self, mtype: MsgType, within: float) -> bool:
-        try:
-            await self.recv(mtype, within)
-        except asyncio.TimeoutError:
-            return True
-        return False
-
-    def close(self) -> None:
-        self.sock.close(0)
-
-
 @pytest.fixture
 async def ctl(tmp_path):
     settings = ControllerSettings(http_host="127.0.0.1", link_endpoint="tcp://127.0.0.1:*",
                                   data_dir=str(tmp_path), stations=2, tick_ms=50, ack_timeout_ms=500,
-                                  heartbeat_ms=200, stale_after_ms=1000, offline_after_ms=3000)
+                                  heartbeat_ms=200, stale_after_ms=1000, offline_after_ms=3000,
+                                  **link_keys(tmp_path, 2))
     app = create_app(settings, registry=CollectorRegistry())
     async with TestClient(TestServer(app), headers=bearer(tmp_path)) as client:
         client.endpoint = app[keys.LINK].endpoint
+        client.keys = tmp_path / "keys"
         client.agents = []
         yield client
         for agent in client.agents:
@@ -83,7 +40,7 @@ async def ctl(tmp_path):
 
 
 def agent_for(ctl, station: str = "Station-1") -> FakeAgent:
-    agent = FakeAgent(ctl.endpoint, station)
+    agent = FakeAgent(ctl.endpoint, station, ctl.keys)
     ctl.agents.append(agent)
     return agent
 
@@ -190,20 +147,33 @@ async def test_the_controller_sends_heartbeats_to_known_agents(ctl):
     assert msg.body["sent_at"] > 0
 
 
-async def test_a_restarted_agent_with_the_same_id_takes_over(ctl):
+async def test_a_restarted_agent_takes_over_its_stations_route(ctl):
     old = agent_for(ctl)
     await old.hello({"3333": 1, "4444": 1})
     await asyncio.sleep(0.1)
-    new = agent_for(ctl)  # same routing id, old socket still open: ROUTER_HANDOVER
+    new = agent_for(ctl)  # same key, a new connection (old socket still open): its HELLO moves the route
     await new.hello({"3333": 0, "4444": 1})
     msg = await new.recv(MsgType.KNOB_SET)
     assert msg.body["extension"] == "3333"
+    assert await old.nothing(MsgType.HEARTBEAT, 0.5), "heartbeats follow the route to the new connection"
+    assert (await new.recv(MsgType.HEARTBEAT, 1.0)).body["sent_at"] > 0
+
+
+async def test_a_route_whose_connection_is_gone_is_forgotten(ctl):
+    agent = agent_for(ctl)
+    await agent.hello({"3333": 1, "4444": 1})
+    await agent.recv(MsgType.HEARTBEAT, 1.0)
+    agent.close()
+    await asyncio.sleep(0.5)  # a heartbeat finds the connection gone and drops the route
+    link = ctl.server.app[keys.LINK]
+    assert "Station-1" not in link.known_stations()
+    doc = await (await ctl.post(KNOBS_URL, json={"agc_enabled": False})).json()
+    assert doc["applied"] is False and "offline" in doc["reason"]
 
 
 async def test_garbage_is_counted_and_dropped_and_service_continues(ctl):
-    junk = zmq.asyncio.Context.instance().socket(zmq.DEALER)
-    junk.setsockopt(zmq.LINGER, 0)
-    junk.connect(ctl.endpoint)
+    # Garbage from an agent with a listed key (Station-2's), so it gets past the handshake.
+    junk = FakeAgent(ctl.endpoint, "Station-2", ctl.keys).sock
     frames = [b"", b"\xc1\xc1", os.urandom(300), b'{"type": "sample"}', msgpack.packb([1, 99, {}]),
               msgpack.packb([1, 2, {"station": "Station-1"}])]
     for frame in frames:

@@ -1,9 +1,10 @@
 """`tpmon demo`: the controller and one simulated agent per station on this host.
 
 Everything lives in one data folder (default `./.tpmon-demo`): generated configs, each
-process's log, the controller's stores and the agents' persisted knobs. Ctrl-C stops every
-process; a second run first stops whatever a previous run left behind (recorded in a pid
-file), so ports are never stale.
+process's log, the controller's stores, the agents' persisted knobs and the agent link's
+CURVE keys (`keys/`, made on the first run and reused after; `--insecure` runs the link in
+plaintext). Ctrl-C stops every process; a second run first stops whatever a previous run
+left behind (recorded in a pid file), so ports are never stale.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from shared import curve_keys
 from shared.topology import EXTENSIONS, Topology
 from tpmon import toml_writer
 from tpmon.demo_profiles import station_profile
@@ -33,6 +35,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="agent of Station-N exports on base+N-1 (0 disables the exporters)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--duration", type=float, default=0, help="stop after this many seconds (0 = until Ctrl-C)")
+    p.add_argument("--insecure", action="store_true",
+                   help="plaintext agent link without CURVE keys (not authenticated or encrypted)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,7 +51,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"ports in use by something else: {', '.join(map(str, busy))}; stop it or pick other ports "
               "(--http-port, --link-port, --exporter-base-port)", file=sys.stderr)
         return 2
-    children = [_controller(args, data)] + [_agent(args, data, s, i) for i, s in enumerate(topo.stations, 1)]
+    keys = None if args.insecure else _link_keys(data / "keys", topo)
+    if keys is None:
+        print("WARNING: --insecure: the agent link is NOT authenticated or encrypted", file=sys.stderr)
+    children = [_controller(args, data, keys)] + [_agent(args, data, s, i, keys)
+                                                  for i, s in enumerate(topo.stations, 1)]
     stopping = False
 
     def _stop(signum: int, frame: Any) -> None:
@@ -78,23 +86,37 @@ def _ports(args: argparse.Namespace, topo: Topology) -> list[int]:
     return ports
 
 
-def _controller(args: argparse.Namespace, data: Path) -> Child:
+def _link_keys(keys: Path, topo: Topology) -> Path:
+    """CURVE keys for the controller and every station, made on the first run and kept after."""
+    made = curve_keys.provision(keys, list(topo.stations)).created
+    if made:
+        print(f"CURVE keys for the agent link written to {keys} ({len(made)} keypairs)")
+    return keys
+
+
+def _controller(args: argparse.Namespace, data: Path, keys: Path | None) -> Child:
     cfg = data / "controller.toml"
+    link = {"insecure": True} if keys is None else {
+        "curve_secret_key_file": str(curve_keys.secret_file(keys, curve_keys.CONTROLLER)),
+        "curve_allowlist_file": str(keys / curve_keys.ALLOWLIST)}
     cfg.write_text(toml_writer.dumps({"controller": {
         "http_host": "127.0.0.1", "http_port": args.http_port,
         "link_endpoint": f"tcp://127.0.0.1:{args.link_port}",
-        "data_dir": str(data / "controller"), "stations": args.stations,
+        "data_dir": str(data / "controller"), "stations": args.stations, **link,
     }}))
     return Child("controller", tpmon_argv("controller", "--config", str(cfg)), data / "logs" / "controller.log")
 
 
-def _agent(args: argparse.Namespace, data: Path, station: str, n: int) -> Child:
+def _agent(args: argparse.Namespace, data: Path, station: str, n: int, keys: Path | None) -> Child:
     profile = station_profile(n, args.seed)
+    link = {"insecure": True} if keys is None else {
+        "curve_secret_key_file": str(curve_keys.secret_file(curve_keys.agent_folder(keys), station)),
+        "controller_public_key_file": str(curve_keys.public_file(keys, curve_keys.CONTROLLER))}
     doc: dict[str, dict[str, Any]] = {"agent": {
         "station": station, "controller": f"tcp://127.0.0.1:{args.link_port}",
         "exporter_host": "127.0.0.1",
         "exporter_port": args.exporter_base_port + n - 1 if args.exporter_base_port else 0,
-        "data_dir": str(data / "agents" / station), "seed": args.seed * 1000 + n,
+        "data_dir": str(data / "agents" / station), "seed": args.seed * 1000 + n, **link,
     }}
     for ext in EXTENSIONS:
         doc[f"sim.{ext}"] = profile.conditions(ext)
