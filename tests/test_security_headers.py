@@ -22,7 +22,7 @@ EXPOSED = {"ETag", "Retry-After", "RateLimit-Limit", "RateLimit-Remaining", "Rat
 
 def make_app(tmp_path, **overrides) -> web.Application:
     settings = ControllerSettings(**{"http_host": "127.0.0.1", "link_endpoint": "tcp://127.0.0.1:*",
-                                     "data_dir": str(tmp_path), "stations": 2, "tick_ms": 50, **overrides})
+                                     "data_dir": str(tmp_path), "stations": 2, "tick_ms": 50, "insecure": True, **overrides})
     return create_app(settings, registry=CollectorRegistry())
 
 
