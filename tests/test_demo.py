@@ -10,7 +10,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from tests.procs import get_json, wait_until
+from tests.procs import get_json, request, wait_until
 from tpmon.processes import free_port
 
 pytestmark = pytest.mark.slow
@@ -29,8 +29,8 @@ def _still_running(demo: subprocess.Popen) -> bool:
     return True
 
 
-def _active_points(base: str) -> int:
-    status, snap = get_json(f"{base}/api/v1/snapshots")
+def _active_points(base: str, token: str) -> int:
+    status, snap, _ = request(f"{base}/api/v1/snapshots", headers={"Authorization": f"Bearer {token}"})
     return sum(p["status"] == "active" for s in snap["stations"].values() for p in s.values())
 
 
@@ -38,9 +38,20 @@ def test_demo_runs_stops_on_ctrl_c_and_restarts_cleanly(tmp_path: Path):
     http, link, exporter = free_port(), free_port(), free_port()
     base = f"http://127.0.0.1:{http}"
     for attempt in range(2):  # the second run must find no stale ports or processes
+        tokens = tmp_path / "demo" / "tokens"
+        for old in tokens.glob("*.jwt"):  # every run writes fresh ones; wait for this run's
+            old.unlink()
         demo = _demo(tmp_path, http, link, exporter)
         try:
-            wait_until(lambda: _still_running(demo) and _active_points(base) == 4, 40)
+            wait_until(lambda: _still_running(demo) and (tokens / "admin.jwt").exists(), 20)
+            operator = (tokens / "operator.jwt").read_text().strip()
+            wait_until(lambda: _still_running(demo) and _active_points(base, operator) == 4, 40)
+            assert request(f"{base}/api/v1/snapshots")[0] == 401
+            admin = (tokens / "admin.jwt").read_text().strip()
+            status, doc, _ = request(f"{base}/api/v1/config/knobs/Station-2/4444", "POST", {"agc_max_gain": 12},
+                                     headers={"Authorization": f"Bearer {operator}"})
+            assert status == 200 and doc["config"]["agc_max_gain"] == 12
+            assert request(f"{base}/api/v1/catalog", headers={"Authorization": f"Bearer {admin}"})[0] == 200
             children = psutil.Process(demo.pid).children(recursive=True)
             assert len(children) == 3  # controller + 2 agents
             status, text = get_json(f"http://127.0.0.1:{exporter}/metrics")
@@ -50,5 +61,6 @@ def test_demo_runs_stops_on_ctrl_c_and_restarts_cleanly(tmp_path: Path):
             out, _ = demo.communicate(timeout=20)
         assert demo.returncode == 0, out
         assert "api/v1/snapshots" in out and "all processes stopped" in out
+        assert operator in out and admin in out  # the banner prints both tokens
         time.sleep(0.2)
         assert not [c for c in children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]

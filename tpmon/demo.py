@@ -17,13 +17,17 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from controller.security import secret_files
+from controller.security.tokens import TokenKeys, mint
 from shared import curve_keys
+from shared.atomic_file import atomic_write
 from shared.topology import EXTENSIONS, Topology
 from tpmon import toml_writer
 from tpmon.demo_profiles import station_profile
 from tpmon.processes import Child, kill_leftovers, port_in_use, tpmon_argv
 
 MAX_RESTARTS = 3
+DEMO_TOKEN_TTL_S = 24 * 3600  # renewed on every run
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -54,6 +58,7 @@ def run(args: argparse.Namespace) -> int:
     keys = None if args.insecure else _link_keys(data / "keys", topo)
     if keys is None:
         print("WARNING: --insecure: the agent link is NOT authenticated or encrypted", file=sys.stderr)
+    tokens = _demo_tokens(data)
     children = [_controller(args, data, keys)] + [_agent(args, data, s, i, keys)
                                                   for i, s in enumerate(topo.stations, 1)]
     stopping = False
@@ -68,7 +73,7 @@ def run(args: argparse.Namespace) -> int:
         for child in children:
             child.start()
         pidfile.write_text("\n".join(str(c.proc.pid) for c in children if c.proc))
-        _print_banner(args, data, topo)
+        _print_banner(args, data, topo, tokens)
         _supervise(args, children, pidfile, lambda: stopping)
     finally:
         print("\nstopping …", flush=True)
@@ -126,7 +131,23 @@ def _agent(args: argparse.Namespace, data: Path, station: str, n: int, keys: Pat
     return Child(station, tpmon_argv("agent", "--config", str(cfg)), data / "logs" / f"agent-{station}.log")
 
 
-def _print_banner(args: argparse.Namespace, data: Path, topo: Topology) -> None:
+def _demo_tokens(data: Path) -> dict[str, Path]:
+    """An operator and an admin token for every station, written to <data>/tokens/ (0600).
+
+    The JWT secret is the one the controller will use (<data>/controller/secrets/jwt.secret):
+    created here on the first run so the tokens exist before the controller starts.
+    """
+    secret = secret_files.load_or_create(data / "controller" / "secrets" / "jwt.secret")
+    keys = TokenKeys.from_files("HS256", secret)
+    paths = {}
+    for role in ("operator", "admin"):
+        path = paths[role] = data / "tokens" / f"{role}.jwt"
+        token = mint(keys, f"demo-{role}", role, None, DEMO_TOKEN_TTL_S)
+        atomic_write(path, (token + "\n").encode(), mode=0o600)
+    return paths
+
+
+def _print_banner(args: argparse.Namespace, data: Path, topo: Topology, tokens: dict[str, Path]) -> None:
     base = f"http://127.0.0.1:{args.http_port}"
     print(f"tpmon demo: controller + {len(topo.stations)} agents ({len(topo.points)} points); data in {data}")
     print(f"  snapshots   {base}/api/v1/snapshots")
@@ -140,7 +161,11 @@ def _print_banner(args: argparse.Namespace, data: Path, topo: Topology) -> None:
     print("  degraded    " + "; ".join(f"{s}: {station_profile(i, args.seed).summary}"
                                        for i, s in enumerate(topo.stations, 1)
                                        if station_profile(i, args.seed).degraded))
-    print(f"  try         curl -s -X POST {base}/api/v1/config/knobs/Station-1/3333 "
+    for role, path in tokens.items():
+        print(f"  {role + ' token':<14}{path.read_text().strip()}")
+        print(f"  {'':<14}(saved in {path}; valid {DEMO_TOKEN_TTL_S // 3600} h, `tpmon token` mints others)")
+    print(f"  try         export TOKEN=$(cat {tokens['operator']})")
+    print(f"              curl -s -H \"Authorization: Bearer $TOKEN\" -X POST {base}/api/v1/config/knobs/Station-1/3333 "
           "-H 'Content-Type: application/json' -d '{\"agc_target_level\": -12}'")
     print(f"  logs        {data / 'logs'}    (Ctrl-C stops everything)", flush=True)
 
