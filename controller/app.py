@@ -18,7 +18,7 @@ from controller.knob_sync import KnobSync
 from controller.link import AgentLink, AgentUnreachable
 from controller.link_auth import load_server_keys
 from controller.live import LiveState
-from controller.routes import ENDPOINTS, catalog, config, health, snapshots
+from controller.routes import ENDPOINTS, catalog, config, health, openapi, snapshots
 from controller.security import secret_files
 from controller.security.audit import AuditLog
 from controller.security.guard import Guard
@@ -65,7 +65,7 @@ def create_app(settings: ControllerSettings, *, registry: CollectorRegistry | No
     app[keys.GUARD] = security_guard(settings, audit, clock)
     app[keys.HEADERS] = SecurityHeaders(settings.cors_origins, hsts=settings.tls)
 
-    for area in (snapshots, config, catalog, health):
+    for area in (snapshots, config, catalog, health, openapi):
         area.setup_routes(app)
     app.cleanup_ctx.append(_audit_ctx)
     app.cleanup_ctx.append(_store_ctx)

@@ -51,6 +51,9 @@ async def read_json_object(request: web.Request) -> dict:
                        [{"field": "body", "problem": f"{exc.msg} at line {exc.lineno} column {exc.colno}"}]) from None
     except RecursionError:
         raise ApiError(400, "the request body nests too deeply", [{"field": "body", "problem": "too deep"}]) from None
+    except ValueError as exc:  # an integer literal over Python's 4300-digit conversion limit
+        raise ApiError(400, "the request body holds a number too long to read",
+                       [{"field": "body", "problem": str(exc).split(";")[0]}]) from None
     if not isinstance(doc, dict):
         kind = {list: "an array", str: "a string", int: "a number", float: "a number", bool: "a boolean"}
         raise ApiError(400, "the request body must be a JSON object",

@@ -4,6 +4,7 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from controller.api.openapi import ApiDocument
 from controller.clock import Clock
 from controller.config_store import ConfigStore
 from controller.ingest import Ingest
@@ -34,3 +35,4 @@ CATALOG = web.AppKey("catalog", Rendered)             # the catalog document, re
 GUARD = web.AppKey("guard", Guard)                   # authentication, limits, permissions, signatures
 HEADERS = web.AppKey("headers", SecurityHeaders)     # security headers and CORS on every response
 AUDIT = web.AppKey("audit", AuditLog)
+OPENAPI = web.AppKey("openapi", ApiDocument)         # the OpenAPI document, rendered at startup

@@ -3,19 +3,42 @@
 An `Endpoint` is the one declaration of a route: the handler, who may call it (permission),
 whether it changes something (write rate limit, audit), whether it must be signed, and the
 request and response definitions the OpenAPI document is generated from. The middleware
-reads the same declaration, so a route cannot be served without its security settings.
+reads the same declaration, so a route cannot be served without its security settings, and
+add_endpoint puts the declared query and body models in front of the handler, so a route
+cannot take input its document does not describe.
+
+Declaring a route with input and output (the handler reads `query_of(request, HistoryQuery)`
+or `body_of(request, KnobChange)` from controller.api.params):
+
+    add_endpoint(app, Endpoint("GET", "/snapshots/history", get_history, "History of one point",
+                               Permission.READ_METRICS, tags=("history",), query=HistoryQuery,
+                               responses={200: Reply("Points in time order", History)}, errors=(404,)))
+
+400 (query or body), 401/403/429 (any permission), 413 (any body) and 304 (`cached`) are
+documented from the declaration itself; `errors` adds the statuses only the handler knows.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any, Awaitable, Callable, Mapping
 
 from aiohttp import web
+from pydantic import BaseModel
 
+from controller.api.params import validating
 from controller.security.principal import Permission
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 API_PREFIXES = ("/api/v1", "/api")  # canonical first; /api/ for clients written against the plan
+
+
+@dataclass(frozen=True)
+class Reply:
+    """One documented answer: a JSON body described by a pydantic model, or another media type's schema."""
+    description: str
+    model: type[BaseModel] | None = None       # JSON body (application/json)
+    media_type: str = "application/json"
+    schema: Mapping[str, Any] | None = field(default=None, compare=False)  # a non-model body, e.g. text/plain
 
 
 @dataclass(frozen=True)
@@ -29,8 +52,14 @@ class Endpoint:
     signed: bool = False              # critical: needs an HMAC-SHA256 signature (see security/signing.py)
     tags: tuple[str, ...] = ()
     prefixed: bool = True             # False: served at `path` exactly (e.g. /metrics), not under /api
-    # Request and response definitions for validation and the OpenAPI document (see controller/api/).
-    openapi: dict[str, Any] = field(default_factory=dict)
+    # Input and output, for validation and the OpenAPI document (controller/api/):
+    responses: Mapping[int, Reply] = field(default_factory=dict, compare=False)  # at least the success answer
+    query: type[BaseModel] | None = None       # query parameters (None: takes none; any given is a 400)
+    body: type[BaseModel] | None = None        # JSON request body, validated before the handler runs
+    path_params: type[BaseModel] | None = None  # documents the {segments}; the handler resolves them (404/403)
+    errors: tuple[int, ...] = ()               # error statuses only the handler knows (404 unknown point, 409 …)
+    cached: bool = False                       # served by routes.cached: ETag, If-None-Match -> 304, gzip
+    description: str = ""                      # more than the summary, for the document
 
 
 ENDPOINTS = web.AppKey("endpoints", dict)  # aiohttp route object -> Endpoint
@@ -39,14 +68,19 @@ ENDPOINTS = web.AppKey("endpoints", dict)  # aiohttp route object -> Endpoint
 def add_endpoint(app: web.Application, endpoint: Endpoint) -> None:
     """Register `endpoint` under every API prefix (GET also answers HEAD)."""
     table = app.setdefault(ENDPOINTS, {})
-    paths = [prefix + endpoint.path for prefix in API_PREFIXES] if endpoint.prefixed else [endpoint.path]
-    for path in paths:
-        route = app.router.add_route(endpoint.method, path, endpoint.handler)
+    handler = validating(endpoint.handler, endpoint.query, endpoint.body)
+    for path in paths_of(endpoint):
+        route = app.router.add_route(endpoint.method, path, handler)
         table[route] = endpoint
         if endpoint.method == "GET":
             for head in app.router.routes():
                 if head.method == "HEAD" and head.resource is route.resource:
                     table[head] = endpoint
+
+
+def paths_of(endpoint: Endpoint) -> list[str]:
+    """Where `endpoint` is served, canonical path first."""
+    return [prefix + endpoint.path for prefix in API_PREFIXES] if endpoint.prefixed else [endpoint.path]
 
 
 def endpoints(app: web.Application) -> list[Endpoint]:

@@ -7,7 +7,8 @@ from typing import Any
 from aiohttp import web
 
 from controller import keys
-from controller.routes import Endpoint, add_endpoint
+from controller.api.responses import CatalogDocument
+from controller.routes import Endpoint, Reply, add_endpoint
 from controller.routes.cached import serve
 from controller.security.principal import Permission
 from shared.knobs import KNOB_CATEGORIES, KNOBS, catalog_json
@@ -39,4 +40,5 @@ async def get_catalog(request: web.Request) -> web.Response:
 
 def setup_routes(app: web.Application) -> None:
     add_endpoint(app, Endpoint("GET", "/catalog", get_catalog, "Metric and knob catalogs with the topology",
-                               Permission.READ_METRICS, tags=("catalog",)))
+                               Permission.READ_METRICS, tags=("catalog",), cached=True,
+                               responses={200: Reply("Every metric and knob with its metadata", CatalogDocument)}))

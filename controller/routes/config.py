@@ -6,9 +6,13 @@ from typing import Any
 from aiohttp import web
 
 from controller import keys
-from controller.errors import ApiError, json_response, read_json_object
+from controller.api.catalog_schemas import KnobChange
+from controller.api.models import PointPath
+from controller.api.params import body_of
+from controller.api.responses import KnobChangeResult, KnobState
+from controller.errors import ApiError, json_response
 from controller.knob_sync import InvalidKnobs
-from controller.routes import Endpoint, add_endpoint
+from controller.routes import Endpoint, Reply, add_endpoint
 from controller import logs
 from controller.security.guard import client_address, principal_of
 from controller.security.principal import Permission
@@ -61,7 +65,7 @@ async def get_knobs(request: web.Request) -> web.Response:
 
 async def post_knobs(request: web.Request) -> web.Response:
     point = point_of(request)
-    partial = await read_json_object(request)
+    partial = body_of(request, KnobChange).root  # every value checked against the catalog already
     try:
         result = await request.app[keys.KNOBS].change(point, partial, _operator(request))
     except InvalidKnobs as exc:
@@ -85,7 +89,16 @@ async def post_knobs(request: web.Request) -> web.Response:
 
 def setup_routes(app: web.Application) -> None:
     add_endpoint(app, Endpoint("GET", KNOBS_PATH, get_knobs, "Desired knobs of a point, their version and applied state",
-                               Permission.READ_METRICS, tags=("config",)))
+                               Permission.READ_METRICS, tags=("config",), path_params=PointPath,
+                               responses={200: Reply("The point's desired knobs (all of the catalog)", KnobState)},
+                               errors=(404,)))
     add_endpoint(app, Endpoint("POST", KNOBS_PATH, post_knobs,
                                "Change some knobs of a point; answers with the agent's acknowledgement",
-                               Permission.WRITE_KNOBS, write=True, tags=("config",)))
+                               Permission.WRITE_KNOBS, write=True, tags=("config",), path_params=PointPath,
+                               body=KnobChange, errors=(404,),
+                               responses={200: Reply("Stored as the next version; `applied` says whether the agent "
+                                                     "acknowledged it within ack_timeout_ms", KnobChangeResult)},
+                               description="Values are checked against the knob catalog, then cross-knob rules "
+                                           "against the stored set; any problem is a 400 listing every knob at "
+                                           "fault and nothing changes. The change is stored before it is sent, "
+                                           "so an offline agent gets it when it reconnects."))

@@ -8,10 +8,11 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 import tpmon
 from controller import keys
+from controller.api.responses import Health
 from controller.clock import iso_ms
 from controller.errors import json_response
 from controller.live import Status
-from controller.routes import Endpoint, add_endpoint
+from controller.routes import Endpoint, Reply, add_endpoint
 
 STALE_SNAPSHOT_TICKS = 10  # a snapshot older than this many ticks means the build loop is stuck
 
@@ -85,6 +86,12 @@ async def get_metrics(request: web.Request) -> web.Response:
 def setup_routes(app: web.Application) -> None:
     # Open to probes and Prometheus: counts and states only, no knob values, keys or client data.
     add_endpoint(app, Endpoint("GET", "/health", get_health, "Service health in the plan's shape", None,
-                               tags=("health",)))
+                               tags=("health",),
+                               responses={200: Reply("healthy or degraded", Health),
+                                          503: Reply("unhealthy: the link loop is down, the store closed or the "
+                                                     "snapshot not rebuilt for 10 ticks", Health)},
+                               description=health_status.__doc__ or ""))
     add_endpoint(app, Endpoint("GET", "/metrics", get_metrics, "Prometheus exposition of the controller", None,
-                               tags=("health",), prefixed=False))
+                               tags=("health",), prefixed=False,
+                               responses={200: Reply("Prometheus text format 0.0.4", media_type="text/plain",
+                                                     schema={"type": "string"})}))

@@ -4,16 +4,15 @@ from __future__ import annotations
 from aiohttp import web
 
 from controller import keys
+from controller.api.models import SnapshotQuery
+from controller.api.params import query_of
+from controller.api.responses import Snapshot
 from controller.errors import ApiError
-from controller.routes import Endpoint, add_endpoint
+from controller.routes import Endpoint, Reply, add_endpoint
 from controller.routes.cached import serve
 from controller.security.guard import principal_of
 from controller.security.principal import Permission, Principal
 from controller.snapshot import UnknownFields, UnknownStations
-
-
-def _csv(value: str | None) -> tuple[str, ...]:
-    return tuple(part.strip() for part in (value or "").split(",") if part.strip())
 
 
 def scoped_stations(principal: Principal, requested: tuple[str, ...], known: tuple[str, ...]) -> tuple[str, ...]:
@@ -35,7 +34,8 @@ def scoped_stations(principal: Principal, requested: tuple[str, ...], known: tup
 
 
 async def get_snapshots(request: web.Request) -> web.Response:
-    stations, fields = _csv(request.query.get("stations")), _csv(request.query.get("fields"))
+    query = query_of(request, SnapshotQuery)
+    stations, fields = query.stations, query.fields
     topology = request.app[keys.TOPOLOGY]
     stations = scoped_stations(principal_of(request), stations, topology.stations)
     try:
@@ -52,4 +52,10 @@ async def get_snapshots(request: web.Request) -> web.Response:
 def setup_routes(app: web.Application) -> None:
     add_endpoint(app, Endpoint("GET", "/snapshots", get_snapshots,
                                "Live snapshot of every point in scope, optionally filtered",
-                               Permission.READ_METRICS, tags=("snapshots",)))
+                               Permission.READ_METRICS, tags=("snapshots",), query=SnapshotQuery,
+                               responses={200: Reply("The snapshot (the same bytes for every identical request "
+                                                     "within a tick)", Snapshot)},
+                               errors=(404,), cached=True,
+                               description="Stations → `extension_3333`/`extension_4444` → the 5 metric categories, "
+                                           "with each point's status and measurement time. Rebuilt every tick "
+                                           "(150 ms); a token scoped to some stations sees only those."))

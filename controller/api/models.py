@@ -1,0 +1,74 @@
+"""Query and path parameter models shared by routes: unknown names refused, comma lists, catalog-checked fields.
+
+Query models take the strings of the URL (pydantic's lax mode turns "10" into 10 for an
+int field); a comma list (`?stations=Station-1,Station-3`) is declared as `CommaList` or a
+type built on it and documented as an OpenAPI `form` array with `explode: false`. Path
+models only document the `{name}` segments: the handler resolves them, because an unknown
+station is a 404 and one outside the token's scope a 403, not a 400.
+"""
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, WithJsonSchema
+from pydantic_core import InitErrorDetails, PydanticCustomError
+
+from shared.metrics import CATEGORIES, METRICS, METRICS_BY_KEY
+from shared.topology import EXTENSIONS
+
+STATION_PATTERN = r"^Station-[1-9][0-9]{0,3}$"
+STATION_SCHEMA = {"type": "string", "pattern": STATION_PATTERN, "examples": ["Station-1"]}
+
+
+class QueryModel(BaseModel):
+    """Query parameters of one endpoint: every name declared, any other refused with a 400 naming it."""
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class BodyModel(BaseModel):
+    """A JSON request body: every field declared, any other refused (a misspelt option is never ignored)."""
+    model_config = ConfigDict(extra="forbid")
+
+
+class NoQuery(QueryModel):
+    """An endpoint that takes no query parameters."""
+
+
+def split_commas(value: Any) -> Any:
+    """`a, b,c` -> ("a", "b", "c"); empty items are dropped, so `?stations=` means none given."""
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+def _catalog_fields(names: tuple[str, ...]) -> tuple[str, ...]:
+    unknown = [n for n in names if n not in METRICS_BY_KEY and n not in CATEGORIES]
+    if unknown:  # one problem per unknown name, under this parameter's own name
+        raise ValidationError.from_exception_data("fields", [
+            InitErrorDetails(type=PydanticCustomError("unknown_metric", "unknown metric {name}", {"name": n}),
+                             loc=(), input=n) for n in unknown])
+    return names
+
+
+CommaList = Annotated[tuple[str, ...], BeforeValidator(split_commas)]
+StationList = Annotated[CommaList, WithJsonSchema({"type": "array", "items": STATION_SCHEMA})]
+MetricFields = Annotated[CommaList, AfterValidator(_catalog_fields), WithJsonSchema({
+    "type": "array", "items": {"type": "string", "enum": [*(m.key for m in METRICS), *CATEGORIES]}})]
+
+
+class SnapshotQuery(QueryModel):
+    stations: StationList = Field((), description=(
+        "Stations to include, comma-separated (`Station-1,Station-3`); default: every station the token may see. "
+        "An unknown station is a 404, one outside the token's stations a 403."))
+    fields: MetricFields = Field((), description=(
+        "Metrics to include, comma-separated: `category.name` keys (`latency.end_to_end`) or whole categories "
+        "(`latency`), as listed by GET /api/v1/catalog; default: all 68. An unknown name is a 400."))
+
+
+class PointPath(BaseModel):
+    """The `{stationId}/{extension}` segments naming one monitoring point."""
+    stationId: str = Field(description="Station-1 … Station-N (N from the controller's `stations`); "
+                                       "unknown: 404, outside the token's stations: 403",
+                           json_schema_extra={"pattern": STATION_PATTERN, "examples": ["Station-1"]})
+    extension: str = Field(description="Language extension (3333 English, 4444 French); unknown: 404",
+                           json_schema_extra={"enum": list(EXTENSIONS)})
