@@ -66,16 +66,11 @@ ENDPOINTS = web.AppKey("endpoints", dict)  # aiohttp route object -> Endpoint
 
 
 def add_endpoint(app: web.Application, endpoint: Endpoint) -> None:
-    """Register `endpoint` under every API prefix (GET also answers HEAD)."""
+    """Register `endpoint` under every API prefix (only its method: HEAD is not served, and 405 says so)."""
     table = app.setdefault(ENDPOINTS, {})
     handler = validating(endpoint.handler, endpoint.query, endpoint.body)
     for path in paths_of(endpoint):
-        route = app.router.add_route(endpoint.method, path, handler)
-        table[route] = endpoint
-        if endpoint.method == "GET":
-            for head in app.router.routes():
-                if head.method == "HEAD" and head.resource is route.resource:
-                    table[head] = endpoint
+        table[app.router.add_route(endpoint.method, path, handler)] = endpoint
 
 
 def paths_of(endpoint: Endpoint) -> list[str]:
