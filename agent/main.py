@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import signal
 import sys
@@ -18,6 +19,8 @@ log = logging.getLogger("agent")
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="agent.toml (see agent/agent.example.toml); defaults apply without one")
+    parser.add_argument("--insecure", action="store_true",
+                        help="plaintext link to the controller without CURVE keys (logs a warning)")
 
 
 def hot_paths() -> str:
@@ -30,6 +33,8 @@ def hot_paths() -> str:
 def run(args: argparse.Namespace) -> int:
     try:
         cfg = load(args.config)
+        if args.insecure:
+            cfg = dataclasses.replace(cfg, insecure=True)
     except ConfigError as exc:
         print(f"tpmon agent: {exc}", file=sys.stderr)
         return 2

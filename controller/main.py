@@ -20,6 +20,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", help="DEBUG, INFO, WARNING or ERROR")
     parser.add_argument("--tls-cert", help="PEM certificate chain: serve HTTPS (TLS 1.3 only); needs --tls-key")
     parser.add_argument("--tls-key", help="PEM private key of --tls-cert (unencrypted)")
+    parser.add_argument("--insecure", action="store_true", default=None,
+                        help="plaintext agent link without CURVE (not authenticated or encrypted; logs a warning)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -31,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
 
     overrides = {key: getattr(args, key, None) for key in
                  ("http_host", "http_port", "link_endpoint", "data_dir", "stations", "log_level",
-                  "tls_cert", "tls_key")}
+                  "tls_cert", "tls_key", "insecure")}
     try:
         settings = load_settings(args.config, overrides=overrides)
     except ConfigError as exc:

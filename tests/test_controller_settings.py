@@ -60,7 +60,7 @@ def test_every_default_is_a_setting():
 def _start(tmp_path: Path, http_port: int, link_port: int) -> subprocess.Popen:
     argv = [sys.executable, "-m", "tpmon.cli", "controller", "--http-port", str(http_port),
             "--link-endpoint", f"tcp://127.0.0.1:{link_port}", "--data-dir", str(tmp_path / "data"),
-            "--stations", "2"]
+            "--stations", "2", "--insecure"]
     return subprocess.Popen(argv, cwd=ROOT, stderr=subprocess.PIPE, text=True,
                             env={"PATH": "/usr/bin:/bin", "TPMON_CONTROLLER_HTTP_HOST": "127.0.0.1"})
 
