@@ -34,7 +34,7 @@ def run() -> list[dict]:
         (tmp / "record").mkdir()
         samples = record_samples(tmp / "record")
         # As shipped (auth on, the rate limiter running) but with a budget wrk cannot exhaust.
-        controller, base, link_port = start_controller(tmp, stations=12, insecure=True,
+        controller, base, link_port = start_controller(tmp, stations=12,
                                                        rate_limit_per_minute=1_000_000_000,
                                                        write_rate_limit_per_minute=1_000_000_000)
         try:

@@ -74,7 +74,9 @@ async def _enveloped(request: web.Request, handler: Handler) -> web.StreamRespon
     try:
         endpoint = request.app[ENDPOINTS].get(request.match_info.route)
         if endpoint is not None:
-            await request.app[keys.GUARD].admit(request, endpoint)
+            principal = request.app[keys.GUARD].admit(request, endpoint)
+            if endpoint.signed and principal is not None:
+                await request.app[keys.GUARD].verify_signature(request, principal)
         response = await handler(request)
         rate_headers = request.get(RATE_HEADERS)
         if rate_headers:

@@ -1,7 +1,7 @@
 """Roles, permissions and the authenticated caller (`Principal`) with its station scope."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Iterable
 
@@ -49,6 +49,13 @@ class Principal:
     permissions: frozenset[Permission]
     stations: frozenset[str] | None
     expires_at: float
+    # The permission strings this principal holds (admin expanded): `can` runs on every request,
+    # and a str hash is cached while an Enum member's hash is a Python-level call.
+    granted: frozenset[str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        held = set(Permission) if Permission.ADMIN in self.permissions else self.permissions
+        object.__setattr__(self, "granted", frozenset(p.value for p in held))
 
     @classmethod
     def from_claims(cls, sub: str, role: str, claimed: Iterable[str] | None, stations: Iterable[str] | None,
@@ -60,7 +67,7 @@ class Principal:
         return cls(sub, role, allowed, scope, float(exp))
 
     def can(self, permission: Permission) -> bool:
-        return Permission.ADMIN in self.permissions or permission in self.permissions
+        return permission._value_ in self.granted
 
     def sees(self, station: str) -> bool:
         return self.stations is None or station in self.stations
