@@ -13,6 +13,7 @@ from prometheus_client import CollectorRegistry
 from controller import keys, middleware
 from controller.clock import Clock, SystemClock
 from controller.config_store import ConfigStore
+from controller.events import EventBus
 from controller.ingest import Ingest
 from controller.knob_sync import KnobSync
 from controller.link import AgentLink, AgentUnreachable
@@ -61,6 +62,8 @@ def create_app(settings: ControllerSettings, *, registry: CollectorRegistry | No
     app[keys.LIVE], app[keys.STORE], app[keys.KNOBS], app[keys.LINK] = live, store, knobs, link
     app[keys.INGEST], app[keys.SNAPSHOTS], app[keys.METRICS], app[keys.REGISTRY] = ingest, cache, metrics, registry
     app[keys.CATALOG] = render(catalog.catalog_document(topology), clock.wall())
+    app[keys.EVENTS] = EventBus()
+    app[keys.LAST_STATUS] = {}
     app[keys.AUDIT] = audit = AuditLog(settings.audit_log_path, clock.wall)
     app[keys.GUARD] = security_guard(settings, audit, clock)
     app[keys.HEADERS] = SecurityHeaders(settings.cors_origins, hsts=settings.tls)
@@ -144,6 +147,20 @@ async def _tick(app: web.Application) -> None:
     metrics.snapshot_build.observe(cache.last_build_seconds)
     for status, count in cache.status_counts.items():
         metrics.points.labels(status.value).set(count)
+    _publish_status_changes(app)
+
+
+def _publish_status_changes(app: web.Application) -> None:
+    """A `status-change` event for every point whose status differs from the last tick's."""
+    live, seen = app[keys.LIVE], app[keys.LAST_STATUS]
+    for point in live.points:
+        status = live.status(point).value
+        previous = seen.get(point)
+        if status != previous:
+            seen[point] = status
+            if previous is not None:
+                app[keys.EVENTS].publish("status-change", {"station": point.station, "extension": point.extension,
+                                                           "status": status, "previous": previous})
 
 
 async def _heartbeat(app: web.Application) -> None:

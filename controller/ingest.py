@@ -12,6 +12,8 @@ from shared.topology import Point, Topology
 
 log = logging.getLogger("tpmon.controller.ingest")
 
+SampleObserver = Callable[[Point, float, list], None]
+
 
 class Ingest:
     """Turns agent messages into live state and knob reconciliation.
@@ -30,6 +32,9 @@ class Ingest:
         self.link = link
         self.rejected = 0
         self.on_rejected = on_rejected
+        # Called with (point, measured_at, the 68 raw values in catalog order) for every accepted
+        # sample, on the event loop: the history store and the alert engine. Keep them cheap.
+        self.sample_observers: list[SampleObserver] = []
 
     def table(self) -> dict[MsgType, Handler]:
         return {MsgType.HELLO: self.hello, MsgType.SAMPLE: self.sample,
@@ -82,6 +87,11 @@ class Ingest:
             return
         self.link.learn(point.station, peer.identity)
         self.live.record_sample(point, msg.body)
+        for observe in self.sample_observers:
+            try:
+                observe(point, float(msg.body["measured_at"]), msg.body["metrics"])
+            except Exception:  # one observer's bug must not cost the others (or the live state) a sample
+                log.exception("sample observer %r failed", observe)
         await self.knobs.on_sample(point, msg.body["knob_version"])
 
     async def ack(self, peer: Peer, msg: Message) -> None:

@@ -7,6 +7,7 @@ from prometheus_client import CollectorRegistry
 from controller.api.openapi import ApiDocument
 from controller.clock import Clock
 from controller.config_store import ConfigStore
+from controller.events import EventBus
 from controller.ingest import Ingest
 from controller.knob_sync import KnobSync
 from controller.link import AgentLink
@@ -36,3 +37,5 @@ GUARD = web.AppKey("guard", Guard)                   # authentication, limits, p
 HEADERS = web.AppKey("headers", SecurityHeaders)     # security headers and CORS on every response
 AUDIT = web.AppKey("audit", AuditLog)
 OPENAPI = web.AppKey("openapi", ApiDocument)         # the OpenAPI document, rendered at startup
+EVENTS = web.AppKey("events", EventBus)              # knob-changed, alert, status-change, optimization-complete
+LAST_STATUS = web.AppKey("last_status", dict)         # point -> status at the last tick (for status-change)

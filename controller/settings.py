@@ -38,6 +38,12 @@ DEFAULTS: dict[str, Any] = {
     "curve_allowlist_file": "",         # agent public keys, each bound to its station
     "audit_log": "",                    # JSON lines; default <data_dir>/audit.log
     "max_body_bytes": 1 << 20,          # larger request bodies get 413
+    # --- history (issue 4): tiers and how long each is kept
+    "history_retention_raw_days": 7,
+    "history_retention_1m_days": 30,
+    "history_retention_5m_days": 90,
+    "history_retention_1h_days": 365,
+    "history_flush_ms": 1000,           # a kill -9 loses at most this much of the newest samples
 }
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -77,6 +83,11 @@ class ControllerSettings:
     curve_allowlist_file: str = DEFAULTS["curve_allowlist_file"]
     audit_log: str = DEFAULTS["audit_log"]
     max_body_bytes: int = DEFAULTS["max_body_bytes"]
+    history_retention_raw_days: int = DEFAULTS["history_retention_raw_days"]
+    history_retention_1m_days: int = DEFAULTS["history_retention_1m_days"]
+    history_retention_5m_days: int = DEFAULTS["history_retention_5m_days"]
+    history_retention_1h_days: int = DEFAULTS["history_retention_1h_days"]
+    history_flush_ms: int = DEFAULTS["history_flush_ms"]
 
     def __post_init__(self) -> None:
         if isinstance(self.cors_origins, list):  # TOML arrays arrive as lists; keep the settings hashable
@@ -138,6 +149,14 @@ class ControllerSettings:
     @property
     def tls(self) -> bool:
         return bool(self.tls_cert)
+
+    @property
+    def history_path(self) -> Path:
+        return Path(self.data_dir) / "history.sqlite"
+
+    def data_file(self, name: str) -> Path:
+        """A document file of one concern under data_dir (thresholds.json, alerts.json, …)."""
+        return Path(self.data_dir) / name
 
     @property
     def store_path(self) -> Path:

@@ -1,0 +1,40 @@
+"""The controller's event bus: services publish what happened, the stream hub (and tests) listen.
+
+Events are the plan's real-time event names with a JSON-ready body:
+- "knob-changed": {station, extension, changes: {knob: {old, new}}, version, changedBy, source, status}
+- "alert": {action: created|escalated|acknowledged|resolved|dismissed, alert: <alert document>}
+- "status-change": {station, extension, status, previous}
+- "optimization-complete": {analysisId, summary}
+Publishing is synchronous and cheap (callbacks must not block: a slow listener queues work
+of its own); a listener that raises is logged and does not stop the others.
+"""
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable
+
+log = logging.getLogger("tpmon.controller.events")
+
+Listener = Callable[[str, dict[str, Any]], None]
+EVENTS = ("knob-changed", "alert", "status-change", "optimization-complete")
+
+
+class EventBus:
+    def __init__(self) -> None:
+        self._listeners: list[Listener] = []
+        self.published: dict[str, int] = {name: 0 for name in EVENTS}
+
+    def subscribe(self, listener: Listener) -> Callable[[], None]:
+        """Add a listener; returns the function that removes it."""
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener) if listener in self._listeners else None
+
+    def publish(self, event: str, data: dict[str, Any]) -> None:
+        if event not in self.published:
+            raise ValueError(f"unknown event {event!r}; known: {', '.join(EVENTS)}")
+        self.published[event] += 1
+        for listener in list(self._listeners):
+            try:
+                listener(event, data)
+            except Exception:
+                log.exception("listener for %s failed", event)
