@@ -25,7 +25,7 @@ class ControllerMetrics:
                                    ["type"], registry=registry)
         self.link_malformed = Counter("link_frames_malformed", "Frames from the agent link dropped as malformed",
                                       registry=registry)
-        self.link_rejected = Counter("link_messages_rejected", "Valid frames naming a point outside the topology",
+        self.link_rejected = Counter("link_messages_rejected", "Valid frames refused: a point outside the topology, or (CURVE) a station other than the sender key's",
                                      registry=registry)
         self.points = Gauge("points_by_status", "Monitoring points by status at the last snapshot build",
                             ["status"], registry=registry)

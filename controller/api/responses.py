@@ -176,6 +176,8 @@ class SystemMetrics(Body):
 
 class LinkHealth(Body):
     endpoint: str
+    security: Literal["curve", "insecure"] = Field(description="CURVE-authenticated agents, or a plaintext link")
+    handshakesRefused: int = Field(ge=0, description="Agent connections refused: key not in the allow-list")
     framesReceived: dict[str, int] = Field(description="Valid frames by message type")
     framesMalformed: int
     messagesRejected: int

@@ -67,7 +67,8 @@ def health_document(app: web.Application) -> dict[str, Any]:
         "version": tpmon.__version__,
         "reasons": reasons,
         "points": {s.value: n for s, n in live.status_counts().items()},
-        "link": {"endpoint": link.endpoint, "framesReceived": dict(link.received),
+        "link": {"endpoint": link.endpoint, "security": "curve" if link.curve else "insecure",
+                 "handshakesRefused": link.refused, "framesReceived": dict(link.received),
                  "framesMalformed": link.malformed, "messagesRejected": ingest.rejected,
                  "sequenceGaps": live.total_gaps()},
     }
