@@ -44,6 +44,9 @@ DEFAULTS: dict[str, Any] = {
     "history_retention_5m_days": 90,
     "history_retention_1h_days": 365,
     "history_flush_ms": 1000,           # a kill -9 loses at most this much of the newest samples
+    # --- alerts (issue 4): resolved alerts kept, whichever limit is reached first; active ones always kept
+    "alerts_keep_resolved": 1000,
+    "alerts_keep_resolved_days": 30,
 }
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -88,6 +91,8 @@ class ControllerSettings:
     history_retention_5m_days: int = DEFAULTS["history_retention_5m_days"]
     history_retention_1h_days: int = DEFAULTS["history_retention_1h_days"]
     history_flush_ms: int = DEFAULTS["history_flush_ms"]
+    alerts_keep_resolved: int = DEFAULTS["alerts_keep_resolved"]
+    alerts_keep_resolved_days: int = DEFAULTS["alerts_keep_resolved_days"]
 
     def __post_init__(self) -> None:
         if isinstance(self.cors_origins, list):  # TOML arrays arrive as lists; keep the settings hashable

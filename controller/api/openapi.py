@@ -160,7 +160,7 @@ def _operation(endpoint: Endpoint, components: dict[str, Any], alias: bool) -> d
         "responses": _responses(endpoint, components),
     }
     if endpoint.body is not None:
-        operation["requestBody"] = {"required": True, "content": {"application/json": {
+        operation["requestBody"] = {"required": endpoint.body_required, "content": {"application/json": {
             "schema": {"$ref": components["refs"][endpoint.body]}}}}
     if endpoint.permission is None:
         operation["security"] = []

@@ -27,15 +27,22 @@ BODY = web.RequestKey("validated_body", BaseModel)
 MAX_LISTED = 5  # problems quoted in a query error's message; every one is in `details`
 
 
-def validating(handler: Handler, query: type[BaseModel] | None, body: type[BaseModel] | None) -> Handler:
-    """`handler` behind validation of its query (None: takes none) and JSON body (None: ignored)."""
+def validating(handler: Handler, query: type[BaseModel] | None, body: type[BaseModel] | None,
+               body_required: bool = True) -> Handler:
+    """`handler` behind validation of its query (None: takes none) and JSON body (None: ignored).
+
+    With `body_required` False an empty body stands for the body model's defaults (an optional body).
+    """
     query_model = query or NoQuery
     empty = _default_of(query_model)
 
     async def validated(request: web.Request) -> web.StreamResponse:
         request[QUERY] = empty if empty is not None and not request.query else parse_query(request.query, query_model)
         if body is not None:
-            request[BODY] = parse_body(await read_json_object(request), body)
+            if not body_required and not (await request.read()).strip():
+                request[BODY] = parse_body({}, body)
+            else:
+                request[BODY] = parse_body(await read_json_object(request), body)
         return await handler(request)
 
     validated.__name__ = validated.__qualname__ = getattr(handler, "__name__", "handler")

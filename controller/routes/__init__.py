@@ -56,6 +56,7 @@ class Endpoint:
     responses: Mapping[int, Reply] = field(default_factory=dict, compare=False)  # at least the success answer
     query: type[BaseModel] | None = None       # query parameters (None: takes none; any given is a 400)
     body: type[BaseModel] | None = None        # JSON request body, validated before the handler runs
+    body_required: bool = True                 # False: an empty body is the body model's defaults
     path_params: type[BaseModel] | None = None  # documents the {segments}; the handler resolves them (404/403)
     errors: tuple[int, ...] = ()               # error statuses only the handler knows (404 unknown point, 409 …)
     cached: bool = False                       # served by routes.cached: ETag, If-None-Match -> 304, gzip
@@ -68,7 +69,7 @@ ENDPOINTS = web.AppKey("endpoints", dict)  # aiohttp route object -> Endpoint
 def add_endpoint(app: web.Application, endpoint: Endpoint) -> None:
     """Register `endpoint` under every API prefix (only its method: HEAD is not served, and 405 says so)."""
     table = app.setdefault(ENDPOINTS, {})
-    handler = validating(endpoint.handler, endpoint.query, endpoint.body)
+    handler = validating(endpoint.handler, endpoint.query, endpoint.body, endpoint.body_required)
     for path in paths_of(endpoint):
         table[app.router.add_route(endpoint.method, path, handler)] = endpoint
 
