@@ -12,14 +12,17 @@ from prometheus_client import CollectorRegistry
 
 from controller import keys, middleware
 from controller.clock import Clock, SystemClock
+from controller.batch import BatchApplier
 from controller.config_store import ConfigStore
+from controller.documents import DocumentFile
 from controller.events import EventBus
 from controller.ingest import Ingest
+from controller.knob_history import KnobHistory
 from controller.knob_sync import KnobSync
 from controller.link import AgentLink, AgentUnreachable
 from controller.link_auth import load_server_keys
 from controller.live import LiveState
-from controller.routes import ENDPOINTS, catalog, config, health, openapi, snapshots
+from controller.routes import ENDPOINTS, batch, catalog, config, health, knob_history, openapi, snapshots, templates
 from controller.security import secret_files
 from controller.security.audit import AuditLog
 from controller.security.guard import Guard
@@ -30,6 +33,7 @@ from controller.security.tokens import TokenKeys, TokenVerifier
 from controller.settings import ControllerSettings
 from controller.snapshot import SnapshotCache, render
 from controller.telemetry import ControllerMetrics
+from controller.templates import TemplateStore
 from shared.protocol import heartbeat
 from shared.topology import Topology
 
@@ -48,7 +52,10 @@ def create_app(settings: ControllerSettings, *, registry: CollectorRegistry | No
     live = LiveState(topology, clock, settings.stale_after_ms / 1000, settings.offline_after_ms / 1000)
     store = ConfigStore(settings.store_path, topology, clock)
     link = AgentLink(settings.link_endpoint, zmq_context)
-    knobs = KnobSync(store, live, link.send_to_station, clock, settings.ack_timeout_ms / 1000)
+    events = EventBus()
+    metrics_history = None  # issue 4 wiring: app[keys.HISTORY] (its mean_between) once the HistoryStore is in the tree
+    changes = KnobHistory(DocumentFile(settings.data_file("knob_history.json")), topology, clock, metrics_history)
+    knobs = KnobSync(store, live, link.send_to_station, clock, settings.ack_timeout_ms / 1000, changes, events)
     metrics = ControllerMetrics(registry)
     ingest = Ingest(topology, live, knobs, link, on_rejected=lambda _: metrics.link_rejected.inc())
     ingest.attach()
@@ -62,16 +69,19 @@ def create_app(settings: ControllerSettings, *, registry: CollectorRegistry | No
     app[keys.LIVE], app[keys.STORE], app[keys.KNOBS], app[keys.LINK] = live, store, knobs, link
     app[keys.INGEST], app[keys.SNAPSHOTS], app[keys.METRICS], app[keys.REGISTRY] = ingest, cache, metrics, registry
     app[keys.CATALOG] = render(catalog.catalog_document(topology), clock.wall())
-    app[keys.EVENTS] = EventBus()
+    app[keys.EVENTS] = events
+    app[keys.KNOB_HISTORY], app[keys.BATCH] = changes, BatchApplier(knobs, clock.wall)
+    app[keys.TEMPLATES] = TemplateStore(DocumentFile(settings.data_file("templates.json")), clock.wall)
     app[keys.LAST_STATUS] = {}
     app[keys.AUDIT] = audit = AuditLog(settings.audit_log_path, clock.wall)
     app[keys.GUARD] = security_guard(settings, audit, clock)
     app[keys.HEADERS] = SecurityHeaders(settings.cors_origins, hsts=settings.tls)
 
-    for area in (snapshots, config, catalog, health, openapi):
+    for area in (snapshots, config, knob_history, templates, batch, catalog, health, openapi):
         area.setup_routes(app)
     app.cleanup_ctx.append(_audit_ctx)
     app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_changes_ctx)
     app.cleanup_ctx.append(_link_ctx)
     app.cleanup_ctx.append(_loops_ctx)
     return app
@@ -102,6 +112,17 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[keys.STORE].open()
     yield
     await app[keys.STORE].close()
+
+
+async def _changes_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Knob history (after the config store: it drops records of versions the store never got) and templates."""
+    history, store = app[keys.KNOB_HISTORY], app[keys.STORE]
+    await history.open(lambda point: store.get(point).version)
+    await app[keys.TEMPLATES].open()
+    history.start_filling()
+    yield
+    await app[keys.TEMPLATES].close()
+    await history.close()
 
 
 async def _link_ctx(app: web.Application) -> AsyncIterator[None]:

@@ -5,10 +5,12 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from controller.api.openapi import ApiDocument
+from controller.batch import BatchApplier
 from controller.clock import Clock
 from controller.config_store import ConfigStore
 from controller.events import EventBus
 from controller.ingest import Ingest
+from controller.knob_history import KnobHistory
 from controller.knob_sync import KnobSync
 from controller.link import AgentLink
 from controller.live import LiveState
@@ -18,6 +20,7 @@ from controller.security.headers import SecurityHeaders
 from controller.settings import ControllerSettings
 from controller.snapshot import Rendered, SnapshotCache
 from controller.telemetry import ControllerMetrics
+from controller.templates import TemplateStore
 from shared.topology import Topology
 
 SETTINGS = web.AppKey("settings", ControllerSettings)
@@ -39,3 +42,6 @@ AUDIT = web.AppKey("audit", AuditLog)
 OPENAPI = web.AppKey("openapi", ApiDocument)         # the OpenAPI document, rendered at startup
 EVENTS = web.AppKey("events", EventBus)              # knob-changed, alert, status-change, optimization-complete
 LAST_STATUS = web.AppKey("last_status", dict)         # point -> status at the last tick (for status-change)
+KNOB_HISTORY = web.AppKey("knob_history", KnobHistory)  # every change of desired knobs, with metrics before/after
+TEMPLATES = web.AppKey("templates", TemplateStore)        # built-in and user configuration templates
+BATCH = web.AppKey("batch", BatchApplier)                # batch apply (templates go through it too)

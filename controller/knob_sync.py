@@ -3,11 +3,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable
+from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 
 from controller.clock import Clock
 from controller.config_store import ConfigStore, DesiredKnobs
+from controller.events import EventBus
+from controller.knob_history import Attribution, Change, Draft, KnobHistory
 from controller.live import LiveState
 from shared.knobs import KnobProblem, validate
 from shared.protocol import Message, knob_set
@@ -43,21 +46,39 @@ class _Ack:
     errors: list[dict[str, str]]
 
 
+@dataclass
+class Staged:
+    """A change recorded, stored and sent (unless the agent is offline), waiting for the agent's answer."""
+    point: Point
+    desired: DesiredKnobs
+    previous: DesiredKnobs
+    change: Change
+    waiter: asyncio.Future[_Ack]
+    sent: bool
+
+
 class KnobSync:
     """Owns the path from an accepted change to the agent's acknowledgement.
 
     Writes are serialized per point by a lock held while validating, persisting and sending,
     so versions are monotonic and agents receive them in order; the wait for the ACK happens
-    outside the lock so a slow agent does not block the next change.
+    outside the lock so a slow agent does not block the next change. A batch holds the locks
+    of all its points (taken in one fixed order, so two batches never deadlock) until its
+    ACKs, and its rollback if any, are in: overlapping batches never interleave on a point.
+
+    Every change is recorded in the knob history before its desired set is stored (`commit`),
+    so nothing changes a point's knobs without a record, and settles with a "knob-changed" event.
     """
 
     def __init__(self, store: ConfigStore, live: LiveState, sender: Sender, clock: Clock,
-                 ack_timeout: float) -> None:
+                 ack_timeout: float, history: KnobHistory, events: EventBus | None = None) -> None:
         self.store = store
         self.live = live
         self.sender = sender
         self.clock = clock
         self.ack_timeout = ack_timeout
+        self.history = history
+        self.events = events
         self._locks: dict[Point, asyncio.Lock] = {}
         self._inflight: dict[Point, tuple[int, float]] = {}      # version sent, monotonic send time
         self._waiters: dict[Point, list[tuple[int, asyncio.Future[_Ack]]]] = {}
@@ -69,22 +90,77 @@ class KnobSync:
         inflight = sum(1 for _, sent in self._inflight.values() if now - sent <= self.ack_timeout)
         return inflight + sum(len(w) for w in self._waiters.values())
 
-    async def change(self, point: Point, partial: Any, updated_by: str) -> ChangeResult:
-        """Validate, persist as the next version, push, and wait for the agent's answer."""
-        lock = self._locks.setdefault(point, asyncio.Lock())
-        async with lock:
+    def _lock(self, point: Point) -> asyncio.Lock:
+        return self._locks.setdefault(point, asyncio.Lock())
+
+    @asynccontextmanager
+    async def locked(self, points: Iterable[Point]) -> AsyncIterator[None]:
+        """Hold the locks of `points`, taken in sorted order so two holders of overlapping sets never deadlock."""
+        async with AsyncExitStack() as stack:
+            for point in sorted(set(points)):
+                await stack.enter_async_context(self._lock(point))
+            yield
+
+    async def change(self, point: Point, partial: Any, updated_by: str, source: str = "api",
+                     reason: str | None = None) -> ChangeResult:
+        """Validate, record, persist as the next version, push, and wait for the agent's answer."""
+        async with self.locked([point]):
+            clean = self.check(point, partial)
+            [staged] = await self.commit({point: clean}, Attribution(updated_by, source, reason))
+        return await self.settle(staged)
+
+    def check(self, point: Point, partial: Any) -> dict[str, Any]:
+        """The canonical values of `partial` against the point's stored set; InvalidKnobs listing every problem."""
+        clean, problems = validate(partial, base=self.store.get(point).knobs)
+        if not problems and not clean:
+            problems = [KnobProblem("body", "no knobs given: send an object such as {\"agc_enabled\": true}")]
+        if problems:
+            raise InvalidKnobs(problems)
+        return clean
+
+    async def commit(self, changes: Mapping[Point, Mapping[str, Any]], who: Attribution) -> list[Staged]:
+        """Record, store and push already checked partial sets; the caller holds every point's lock.
+
+        The history records go first (one write): a crash before the desired sets are stored
+        leaves records of versions never stored, which KnobHistory.open drops.
+        """
+        drafts = []
+        for point, partial in changes.items():
             current = self.store.get(point)
-            clean, problems = validate(partial, base=current.knobs)
-            if not problems and not clean:
-                problems = [KnobProblem("body", "no knobs given: send an object such as {\"agc_enabled\": true}")]
-            if problems:
-                raise InvalidKnobs(problems)
-            desired = await self.store.put(point, {**current.knobs, **clean}, updated_by)
-            waiter: asyncio.Future[_Ack] = asyncio.get_running_loop().create_future()
-            self._waiters.setdefault(point, []).append((desired.version, waiter))
-            sent = await self.push(point, desired)
+            drafts.append(Draft(point, current.version + 1, {k: (current.knobs[k], v) for k, v in partial.items()}))
+        records = await self.history.record(drafts, who)
+        staged: list[Staged] = []
         try:
-            if not sent:
+            for record, (point, partial) in zip(records, changes.items()):
+                previous = self.store.get(point)
+                desired = await self.store.put(point, {**previous.knobs, **partial}, who.by)
+                waiter: asyncio.Future[_Ack] = asyncio.get_running_loop().create_future()
+                self._waiters.setdefault(point, []).append((desired.version, waiter))
+                staged.append(Staged(point, desired, previous, record, waiter, sent=False))
+                staged[-1].sent = await self.push(point, desired)
+        except BaseException:
+            await self.history.discard(records[len(staged):])  # never stored: no record may claim them
+            for done in staged:
+                self._forget_waiter(done.point, done.waiter)
+            raise
+        return staged
+
+    async def settle(self, staged: Staged) -> ChangeResult:
+        """Wait (up to ack_timeout) for the agent's answer to a committed change; publish "knob-changed"."""
+        result = await self._outcome(staged)
+        if self.events is not None:
+            status = "applied" if result.applied else "rejected" if result.applied_version is not None else "pending"
+            who = staged.change.who
+            self.events.publish("knob-changed", {
+                "station": staged.point.station, "extension": staged.point.extension,
+                "changes": {k: {"old": old, "new": new} for k, (old, new) in staged.change.knobs.items()},
+                "version": staged.desired.version, "changedBy": who.by, "source": who.source, "status": status})
+        return result
+
+    async def _outcome(self, staged: Staged) -> ChangeResult:
+        point, desired, waiter = staged.point, staged.desired, staged.waiter
+        try:
+            if not staged.sent:
                 return ChangeResult(desired, False, reason=self._offline_reason(point))
             try:
                 ack = await asyncio.wait_for(waiter, self.ack_timeout)

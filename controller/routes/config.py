@@ -7,8 +7,9 @@ from aiohttp import web
 
 from controller import keys
 from controller.api.catalog_schemas import KnobChange
+from controller.api.change_models import KnobChangeQuery
 from controller.api.models import PointPath
-from controller.api.params import body_of
+from controller.api.params import body_of, query_of
 from controller.api.responses import KnobChangeResult, KnobState
 from controller.errors import ApiError, json_response
 from controller.knob_sync import InvalidKnobs
@@ -66,8 +67,9 @@ async def get_knobs(request: web.Request) -> web.Response:
 async def post_knobs(request: web.Request) -> web.Response:
     point = point_of(request)
     partial = body_of(request, KnobChange).root  # every value checked against the catalog already
+    reason = query_of(request, KnobChangeQuery).reason
     try:
-        result = await request.app[keys.KNOBS].change(point, partial, _operator(request))
+        result = await request.app[keys.KNOBS].change(point, partial, _operator(request), reason=reason)
     except InvalidKnobs as exc:
         count = len(exc.problems)
         raise ApiError(400, f"{count} invalid knob value{'s' if count != 1 else ''}; nothing was changed",
@@ -76,7 +78,8 @@ async def post_knobs(request: web.Request) -> web.Response:
         "config.change", who=_operator(request), what=f"knobs {point.station}/{point.extension}",
         where=client_address(request), trace=logs.trace_id.get() or "",
         outcome="applied" if result.applied else "pending", version=result.desired.version,
-        changes={name: result.desired.knobs[name] for name in partial if name in result.desired.knobs})
+        changes={name: result.desired.knobs[name] for name in partial if name in result.desired.knobs},
+        reason=reason)
     doc: dict[str, Any] = {"station": point.station, "extension": point.extension,
                            "config": result.desired.knobs, "version": result.desired.version,
                            "applied": result.applied, "appliedVersion": result.applied_version}
@@ -95,10 +98,11 @@ def setup_routes(app: web.Application) -> None:
     add_endpoint(app, Endpoint("POST", KNOBS_PATH, post_knobs,
                                "Change some knobs of a point; answers with the agent's acknowledgement",
                                Permission.WRITE_KNOBS, write=True, tags=("config",), path_params=PointPath,
-                               body=KnobChange, errors=(404,),
+                               body=KnobChange, query=KnobChangeQuery, errors=(404,),
                                responses={200: Reply("Stored as the next version; `applied` says whether the agent "
                                                      "acknowledged it within ack_timeout_ms", KnobChangeResult)},
                                description="Values are checked against the knob catalog, then cross-knob rules "
                                            "against the stored set; any problem is a 400 listing every knob at "
                                            "fault and nothing changes. The change is stored before it is sent, "
-                                           "so an offline agent gets it when it reconnects."))
+                                           "so an offline agent gets it when it reconnects. `?reason=` (optional) "
+                                           "is kept with the change in the knob history."))

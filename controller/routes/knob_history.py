@@ -1,0 +1,34 @@
+"""GET /api/v1/config/knobs/{stationId}/{extension}/history: a point's knob changes, newest first, paginated."""
+from __future__ import annotations
+
+from aiohttp import web
+
+from controller import keys
+from controller.api.change_models import KnobHistoryPage, KnobHistoryQuery
+from controller.api.models import PointPath
+from controller.api.params import query_of
+from controller.errors import json_response
+from controller.knob_history import KEY_METRICS, epoch_of
+from controller.routes import Endpoint, Reply, add_endpoint
+from controller.routes.config import KNOBS_PATH, point_of
+from controller.security.principal import Permission
+
+
+async def get_knob_history(request: web.Request) -> web.Response:
+    point = point_of(request)
+    q = query_of(request, KnobHistoryQuery)
+    page = request.app[keys.KNOB_HISTORY].page(
+        point, q.limit, q.cursor, q.knob, since=epoch_of(q.since) if q.since else None,
+        until=epoch_of(q.until) if q.until else None, source=q.source)
+    return json_response({"station": point.station, "extension": point.extension, "keyMetrics": list(KEY_METRICS),
+                          "entries": page.rows, "nextCursor": page.next_cursor})
+
+
+def setup_routes(app: web.Application) -> None:
+    add_endpoint(app, Endpoint(
+        "GET", KNOBS_PATH + "/history", get_knob_history, "Knob change history of a point, newest first",
+        Permission.READ_METRICS, tags=("config",), path_params=PointPath, query=KnobHistoryQuery, errors=(404,),
+        responses={200: Reply("A page of changes, a knob per row", KnobHistoryPage)},
+        description="Every change of the point's desired knobs (API, template, batch, rollback, optimizer), a row "
+                    "per knob with old and new value, version, who, when, why and source, and the key metrics "
+                    "averaged over the minute before the change and (once it is over) the minute after it."))
