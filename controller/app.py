@@ -11,6 +11,7 @@ from aiohttp import web
 from prometheus_client import CollectorRegistry
 
 from controller import keys, middleware
+from controller.alerts.service import AlertService
 from controller.clock import Clock, SystemClock
 from controller.batch import BatchApplier
 from controller.config_store import ConfigStore
@@ -23,6 +24,7 @@ from controller.link import AgentLink, AgentUnreachable
 from controller.link_auth import load_server_keys
 from controller.live import LiveState
 from controller.routes import ENDPOINTS, batch, catalog, config, health, knob_history, openapi, snapshots, templates
+from controller.routes import alerts as alert_routes, thresholds
 from controller.security import secret_files
 from controller.security.audit import AuditLog
 from controller.security.guard import Guard
@@ -76,11 +78,18 @@ def create_app(settings: ControllerSettings, *, registry: CollectorRegistry | No
     app[keys.AUDIT] = audit = AuditLog(settings.audit_log_path, clock.wall)
     app[keys.GUARD] = security_guard(settings, audit, clock)
     app[keys.HEADERS] = SecurityHeaders(settings.cors_origins, hsts=settings.tls)
+    app[keys.ALERTS] = alerts = AlertService(topology, clock, app[keys.EVENTS], settings.data_file("alert_rules.json"),
+                                             settings.data_file("alerts.json"), settings.alerts_keep_resolved,
+                                             settings.alerts_keep_resolved_days)
+    ingest.sample_observers.append(alerts.observe)
 
     for area in (snapshots, config, knob_history, templates, batch, catalog, health, openapi):
         area.setup_routes(app)
+    thresholds.setup_routes(app)
+    alert_routes.setup_routes(app)
     app.cleanup_ctx.append(_audit_ctx)
     app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_alerts_ctx)
     app.cleanup_ctx.append(_changes_ctx)
     app.cleanup_ctx.append(_link_ctx)
     app.cleanup_ctx.append(_loops_ctx)
@@ -123,6 +132,13 @@ async def _changes_ctx(app: web.Application) -> AsyncIterator[None]:
     yield
     await app[keys.TEMPLATES].close()
     await history.close()
+
+
+async def _alerts_ctx(app: web.Application) -> AsyncIterator[None]:
+    """Rules and alerts loaded (alerts active at a crash fire again) before the link brings samples."""
+    await app[keys.ALERTS].open()
+    yield
+    await app[keys.ALERTS].close()
 
 
 async def _link_ctx(app: web.Application) -> AsyncIterator[None]:

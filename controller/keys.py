@@ -4,6 +4,7 @@ from __future__ import annotations
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from controller.alerts.service import AlertService
 from controller.api.openapi import ApiDocument
 from controller.batch import BatchApplier
 from controller.clock import Clock
@@ -45,3 +46,4 @@ LAST_STATUS = web.AppKey("last_status", dict)         # point -> status at the l
 KNOB_HISTORY = web.AppKey("knob_history", KnobHistory)  # every change of desired knobs, with metrics before/after
 TEMPLATES = web.AppKey("templates", TemplateStore)        # built-in and user configuration templates
 BATCH = web.AppKey("batch", BatchApplier)                # batch apply (templates go through it too)
+ALERTS = web.AppKey("alerts", AlertService)                 # thresholds, alert rules, the engine, alerts

@@ -1,0 +1,67 @@
+"""GET/POST /api/v1/config/metrics: metric thresholds (the plan's body), one per metric and scope."""
+from __future__ import annotations
+
+from aiohttp import web
+
+from controller import keys, logs
+from controller.alerts import edits
+from controller.alerts.rules import Rule
+from controller.api.alert_models import RuleDoc, RuleQuery, ThresholdBody, ThresholdList
+from controller.api.params import body_of, query_of
+from controller.errors import json_response
+from controller.routes import Endpoint, Reply, add_endpoint
+from controller.security.guard import client_address, principal_of
+from controller.security.principal import Permission
+
+PATH = "/config/metrics"
+
+
+def visible_rules(request: web.Request) -> list[Rule]:
+    """The rules that cover at least one of the caller's stations, optionally of one metric."""
+    metric_id = query_of(request, RuleQuery).metricId
+    stations = principal_of(request).stations
+    return [r for r in request.app[keys.ALERTS].all_rules()
+            if r.touches(stations) and (metric_id is None or r.metric_id == metric_id)]
+
+
+def audit_rule(request: web.Request, what: str, rule: Rule, outcome: str) -> None:
+    request.app[keys.AUDIT].record("config.change", who=principal_of(request).subject, what=what,
+                                   where=client_address(request), trace=logs.trace_id.get() or "", outcome=outcome,
+                                   rule=rule.to_json())
+
+
+async def get_thresholds(request: web.Request) -> web.Response:
+    docs = [r.to_json() for r in visible_rules(request)]
+    return json_response({"thresholds": docs, "count": len(docs)})
+
+
+async def post_threshold(request: web.Request) -> web.Response:
+    body = body_of(request, ThresholdBody)
+    service = request.app[keys.ALERTS]
+    async with service.edits:
+        rule = edits.threshold(body, service.rules, principal_of(request).stations, request.app[keys.TOPOLOGY])
+        created = service.rules.get(rule.id) is None
+        rule = await service.save_rule(rule, principal_of(request).subject)
+    audit_rule(request, f"threshold {rule.id}", rule, "created" if created else "updated")
+    return json_response(rule.to_json(), status=201 if created else 200)
+
+
+def setup_routes(app: web.Application) -> None:
+    add_endpoint(app, Endpoint("GET", PATH, get_thresholds, "Thresholds and rules in force",
+                               Permission.READ_METRICS, tags=("thresholds",), query=RuleQuery,
+                               responses={200: Reply("Every threshold and rule covering a station of the token, "
+                                                     "shipped defaults included", ThresholdList)},
+                               description="Thresholds and alert rules are one kind of object (a rule); this lists "
+                                           "them all with their levels, direction, timing and scope."))
+    add_endpoint(app, Endpoint("POST", PATH, post_threshold, "Set the warning and critical levels of a metric",
+                               Permission.MANAGE_ALERTS, write=True, tags=("thresholds",), body=ThresholdBody,
+                               responses={200: Reply("The threshold was updated", RuleDoc),
+                                          201: Reply("A new threshold was created", RuleDoc)},
+                               description="One threshold per metric and scope: posting the same metricId, stations "
+                                           "and extensions again updates it (omitted options keep their values). "
+                                           "Without stations and extensions it replaces the shipped default of that "
+                                           "metric; with them it overrides the general one on those points only. "
+                                           "Levels are checked against the metric's range and the direction "
+                                           "(critical worse than warning); any problem is a 400 and nothing "
+                                           "changes. A token scoped to some stations sets thresholds for those "
+                                           "only (its stations when none are given); others are a 403."))
