@@ -29,7 +29,7 @@ from agent.measure.sample import PointMeter
 from agent.pipeline import FRAME_MS, Chain, ExtensionPipeline
 from shared import protocol
 from shared.knobs import KnobProblem, validate
-from shared.metrics import METRICS, MetricType
+from shared.metrics import METRICS
 from shared.protocol import Message, MsgType
 
 log = logging.getLogger(__name__)
@@ -140,7 +140,7 @@ class StationAgent:
         host = self.host.read()
         for point in self.points.values():
             flat = point.meter.sample(self.sim_ms, host)
-            values = [None if (v := flat[key]) is None else plain(v) for key, plain in _PLAIN]
+            values = point.meter.values(flat)  # rounded to each metric's resolution
             measured_at = self.wall()
             self._check_bounds(point, flat)
             point.values, point.sampled_at = values, measured_at
@@ -232,10 +232,7 @@ class StationAgent:
         self.applier.reap()
 
 
-# Plain Python values for msgpack (numpy scalars are not packed as numbers).
-_PLAIN_TYPE: dict[MetricType, Callable[[Any], Any]] = {MetricType.BOOL: bool, MetricType.INT: int}
-# Catalog order, keys formatted once: (key, converter to a plain value) and (key, metric).
-_PLAIN: tuple[tuple[str, Callable[[Any], Any]], ...] = tuple((m.key, _PLAIN_TYPE.get(m.type, float)) for m in METRICS)
+# Catalog order, keys formatted once: (key, metric).
 _BY_KEY: tuple[tuple[str, Any], ...] = tuple((m.key, m) for m in METRICS)
 
 

@@ -17,6 +17,7 @@ from controller.batch import BatchApplier
 from controller.config_store import ConfigStore
 from controller.documents import DocumentFile
 from controller.events import EventBus
+from controller.history.store import HistoryStore
 from controller.ingest import Ingest
 from controller.knob_history import KnobHistory
 from controller.knob_sync import KnobSync
@@ -25,6 +26,7 @@ from controller.link_auth import load_server_keys
 from controller.live import LiveState
 from controller.routes import ENDPOINTS, batch, catalog, config, health, knob_history, openapi, snapshots, templates
 from controller.routes import alerts as alert_routes, thresholds
+from controller.routes import history as history_routes
 from controller.security import secret_files
 from controller.security.audit import AuditLog
 from controller.security.guard import Guard
@@ -55,12 +57,13 @@ def create_app(settings: ControllerSettings, *, registry: CollectorRegistry | No
     store = ConfigStore(settings.store_path, topology, clock)
     link = AgentLink(settings.link_endpoint, zmq_context)
     events = EventBus()
-    metrics_history = None  # issue 4 wiring: app[keys.HISTORY] (its mean_between) once the HistoryStore is in the tree
+    metrics_history = HistoryStore.from_settings(settings, clock)  # raw/1m/5m/1h tiers; knob history's mean_between
     changes = KnobHistory(DocumentFile(settings.data_file("knob_history.json")), topology, clock, metrics_history)
     knobs = KnobSync(store, live, link.send_to_station, clock, settings.ack_timeout_ms / 1000, changes, events)
     metrics = ControllerMetrics(registry)
     ingest = Ingest(topology, live, knobs, link, on_rejected=lambda _: metrics.link_rejected.inc())
     ingest.attach()
+    ingest.sample_observers.append(metrics_history.append)
     link.on_malformed = lambda _: metrics.link_malformed.inc()
     link.on_received = lambda name: metrics.link_frames.labels(name).inc()
     cache = SnapshotCache(topology, live, clock)
@@ -75,6 +78,7 @@ def create_app(settings: ControllerSettings, *, registry: CollectorRegistry | No
     app[keys.KNOB_HISTORY], app[keys.BATCH] = changes, BatchApplier(knobs, clock.wall)
     app[keys.TEMPLATES] = TemplateStore(DocumentFile(settings.data_file("templates.json")), clock.wall)
     app[keys.LAST_STATUS] = {}
+    app[keys.HISTORY] = metrics_history
     app[keys.AUDIT] = audit = AuditLog(settings.audit_log_path, clock.wall)
     app[keys.GUARD] = security_guard(settings, audit, clock)
     app[keys.HEADERS] = SecurityHeaders(settings.cors_origins, hsts=settings.tls)
@@ -87,8 +91,10 @@ def create_app(settings: ControllerSettings, *, registry: CollectorRegistry | No
         area.setup_routes(app)
     thresholds.setup_routes(app)
     alert_routes.setup_routes(app)
+    history_routes.setup_routes(app)
     app.cleanup_ctx.append(_audit_ctx)
     app.cleanup_ctx.append(_store_ctx)
+    app.cleanup_ctx.append(_history_ctx)
     app.cleanup_ctx.append(_alerts_ctx)
     app.cleanup_ctx.append(_changes_ctx)
     app.cleanup_ctx.append(_link_ctx)
@@ -121,6 +127,13 @@ async def _store_ctx(app: web.Application) -> AsyncIterator[None]:
     await app[keys.STORE].open()
     yield
     await app[keys.STORE].close()
+
+
+async def _history_ctx(app: web.Application) -> AsyncIterator[None]:
+    """The history file opened (pending rows of open spans taken back) before samples or knob history need it."""
+    await asyncio.to_thread(app[keys.HISTORY].open)
+    yield
+    await asyncio.to_thread(app[keys.HISTORY].close)
 
 
 async def _changes_ctx(app: web.Application) -> AsyncIterator[None]:

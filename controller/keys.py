@@ -10,6 +10,7 @@ from controller.batch import BatchApplier
 from controller.clock import Clock
 from controller.config_store import ConfigStore
 from controller.events import EventBus
+from controller.history.store import HistoryStore
 from controller.ingest import Ingest
 from controller.knob_history import KnobHistory
 from controller.knob_sync import KnobSync
@@ -47,3 +48,4 @@ KNOB_HISTORY = web.AppKey("knob_history", KnobHistory)  # every change of desire
 TEMPLATES = web.AppKey("templates", TemplateStore)        # built-in and user configuration templates
 BATCH = web.AppKey("batch", BatchApplier)                # batch apply (templates go through it too)
 ALERTS = web.AppKey("alerts", AlertService)                 # thresholds, alert rules, the engine, alerts
+HISTORY = web.AppKey("history", HistoryStore)            # raw/1m/5m/1h metric history (SQLite)

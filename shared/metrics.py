@@ -40,6 +40,10 @@ class Metric:
     measured: str          # how the agent computes it, in one sentence
     estimate: bool = False  # True when the value is a model's estimate, not a measurement
     nullable: bool = False  # True when the value is null (JSON null, omitted by the exporter) while undefined
+    # Resolution: agents round values to this many decimal places (0 for ints and bools). Far finer than
+    # the measurement resolves, so nothing meaningful is lost; it keeps full-precision float noise out of
+    # the wire and lets the history store encode every value exactly as a small integer (see `quantize`).
+    decimals: int = 0
 
     @property
     def key(self) -> str:
@@ -66,6 +70,17 @@ class Metric:
         if self.minimum is not None and value < self.minimum:
             return False
         return self.maximum is None or value <= self.maximum
+
+    @property
+    def resolution(self) -> float:
+        """The smallest step a value of this metric takes: 10^-decimals (1 for ints and bools)."""
+        return 10.0 ** -self.decimals
+
+    def quantize(self, value: Any) -> Any:
+        """`value` as an agent sends it: rounded to `decimals` (+0.0: no negative zero); None and bools unchanged."""
+        if value is None or self.type is MetricType.BOOL or self.type is MetricType.INT:
+            return value
+        return round(float(value), self.decimals) + 0.0
 
     def to_json(self) -> dict[str, Any]:
         doc = asdict(self)
@@ -158,6 +173,29 @@ _PERFORMANCE = [
 ]
 
 
+# Decimal places by unit (see Metric.decimals), each far finer than what the measurement resolves:
+# packet timings come from RTP-style timestamps (62.5 us at 16 kHz) -> 0.01 ms; levels in dB are
+# meaningful to ~0.1 dB -> 0.01; MOS and PESQ scores to ~0.01 -> 0.001; ratios -> 1e-5; percentages of
+# buffers and rates (one byte of a 150 ms window is ~0.04 %) -> 0.01 %; frequencies -> 0.1 Hz;
+# wall-clock times -> 1 ms. Ints and bools are exact (0).
+_DECIMALS_BY_UNIT: dict[str, int] = {
+    "ms": 2, "%": 2, "ratio": 5, "dB": 2, "dBFS": 2, "MOS": 3, "MOS-LQO": 3, "Hz": 1, "kbit/s": 2,
+    "bytes": 2, "timestamp": 3,
+}
+# Finer where the source is finer: CPU timings (monotonic clock, getrusage microseconds) to 1 us, resident
+# memory to ~100 bytes of a 1 GB host, cumulative ratios over millions of packets or lookups to 1e-6.
+_DECIMALS_BY_KEY: dict[str, int] = {
+    "latency.processing": 3, "performance.processing_time_ms": 3, "performance.gc_pause_ms": 3,
+    "performance.cpu_usage": 3, "performance.memory_usage": 5, "packet.loss_rate": 6, "performance.cache_hits": 6,
+}
+
+
+def _decimals(key: str, unit: str, mtype: MetricType) -> int:
+    if mtype in (MetricType.INT, MetricType.BOOL):
+        return 0
+    return _DECIMALS_BY_KEY.get(key, _DECIMALS_BY_UNIT[unit])
+
+
 # Values that are undefined at times (a ratio with nothing to divide by, a score not computed yet): null
 # then, never a placeholder number. Timestamps are nullable too ("never happened").
 _NULLABLE = frozenset({
@@ -171,8 +209,10 @@ def _build() -> tuple[Metric, ...]:
     for category, table in zip(CATEGORIES, (_BUFFER, _LATENCY, _PACKET, _AUDIO, _PERFORMANCE)):
         for row in table:
             name, unit, mtype, kind, lo, hi, how, *est = row
-            nullable = mtype is MetricType.TIMESTAMP or f"{category}.{name}" in _NULLABLE
-            rows.append(Metric(category, name, unit, mtype, kind, lo, hi, how, bool(est and est[0]), nullable))
+            key = f"{category}.{name}"
+            nullable = mtype is MetricType.TIMESTAMP or key in _NULLABLE
+            rows.append(Metric(category, name, unit, mtype, kind, lo, hi, how, bool(est and est[0]), nullable,
+                               _decimals(key, unit, mtype)))
     return tuple(rows)
 
 

@@ -5,7 +5,7 @@ import argparse
 from pathlib import Path
 
 from shared.knobs import KNOB_CATEGORIES, KNOB_COUNT, KNOBS, Knob
-from shared.metrics import CATEGORIES, METRIC_COUNT, METRICS
+from shared.metrics import CATEGORIES, METRIC_COUNT, METRICS, Metric, MetricType
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -29,6 +29,12 @@ def _range(k: Knob) -> str:
     return f"{k.minimum:g} … {k.maximum:g}"
 
 
+def _resolution(m: Metric) -> str:
+    if m.type is MetricType.BOOL:
+        return ""
+    return f"{m.resolution:.{m.decimals}f}"
+
+
 def render() -> str:
     lines = [
         "# tpmon catalogs",
@@ -39,18 +45,20 @@ def render() -> str:
         f"## Metrics ({METRIC_COUNT})",
         "",
         "Kinds: *gauge* is a level over the last sample window; *counter* is cumulative since the",
-        "stream started; *delta* counts events in the last sample window.",
+        "stream started; *delta* counts events in the last sample window. *Resolution*: agents round",
+        "each value to it before sending (far finer than the measurement resolves); history stores",
+        "exactly what they send.",
     ]
     for cat in CATEGORIES:
         rows = [m for m in METRICS if m.category == cat]
-        lines += ["", f"### {cat} ({len(rows)})", "", "| metric | unit | type | kind | bounds | how it is measured |",
-                  "|---|---|---|---|---|---|"]
+        lines += ["", f"### {cat} ({len(rows)})", "", "| metric | unit | type | kind | bounds | resolution | how it is measured |",
+                  "|---|---|---|---|---|---|---|"]
         for m in rows:
             lo = "" if m.minimum is None else f"{m.minimum:g}"
             hi = "" if m.maximum is None else f"{m.maximum:g}"
             bounds = f"{lo} … {hi}" if (lo or hi) else ""
             how = m.measured + (" *(estimate)*" if m.estimate else "")
-            lines.append(f"| `{m.key}` | {m.unit} | {m.type.value} | {m.kind.value} | {bounds} | {how} |")
+            lines.append(f"| `{m.key}` | {m.unit} | {m.type.value} | {m.kind.value} | {bounds} | {_resolution(m)} | {how} |")
     lines += [
         "", f"## Knobs ({KNOB_COUNT})", "",
         "The plan says 111 knobs, but its equalizer list (enable plus 10 bands of frequency and gain)",

@@ -26,7 +26,7 @@ Each value follows its catalog `measured` sentence; notes where a choice had to 
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -34,7 +34,7 @@ from agent.measure import emodel
 from agent.measure.audio import AudioMeter
 from agent.pipeline import ExtensionPipeline
 from agent.sim.packet import BYTES_PER_MS
-from shared.metrics import METRICS
+from shared.metrics import METRICS, Metric, MetricType
 
 
 def _finite(x: float, default: float = 0.0) -> float:
@@ -76,7 +76,12 @@ class PointMeter:
         return flat
 
     def values(self, flat: dict[str, Any]) -> list[Any]:
-        return [flat[m.key] for m in METRICS]
+        """The wire form of a sample: catalog order, plain Python types, floats rounded to the metric's resolution.
+
+        Rounding here (not at the controller) means history stores exactly what the agent sent, and a
+        value of N decimals is encoded there as a small integer rather than 64 bits of float noise.
+        """
+        return [None if (v := flat[key]) is None else plain(v) for key, plain in _PLAIN]
 
     def _wall(self, ms: float) -> float | None:
         return self.epoch + ms / 1000.0 if math.isfinite(ms) else None
@@ -168,3 +173,16 @@ class PointMeter:
         if not concealed:  # no loss: the burst ratio does not enter Ie-eff (and the scan of 500 slots is skipped)
             return emodel.mos(delay_ms, 0.0)
         return emodel.mos(delay_ms, 100.0 * concealed / len(slots), emodel.burst_ratio(slots))
+
+
+def _plain(metric: Metric) -> Callable[[Any], Any]:
+    """Converter of a measured value (a numpy scalar, maybe) to the plain Python value msgpack sends."""
+    if metric.type is MetricType.BOOL:
+        return bool
+    if metric.type is MetricType.INT:
+        return int
+    return lambda v, d=metric.decimals: round(float(v), d) + 0.0  # +0.0: never a negative zero
+
+
+# Catalog order, each key with its converter, built once.
+_PLAIN: tuple[tuple[str, Callable[[Any], Any]], ...] = tuple((m.key, _plain(m)) for m in METRICS)

@@ -115,6 +115,8 @@ class MetricInfo(Body):
     measured: str = Field(description="How the agent computes it")
     estimate: bool = Field(description="True when the value is a model's estimate, not a measurement")
     nullable: bool
+    decimals: int = Field(ge=0, description="Resolution: agents round values to this many decimal places "
+                                            "(0 for ints and bools)")
     key: str = Field(description="`category.name`, as in ?fields=", examples=["latency.end_to_end"])
     metricId: str = Field(description="`category_name`, as in thresholds and alerts", examples=["latency_end_to_end"])
 

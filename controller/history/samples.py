@@ -1,0 +1,67 @@
+"""Samples as the agents sent them -> a Block: catalog order, NaN for null, the snapshot's idea of valid.
+
+The live state turns a value that is not of its metric's type (a bool where a number is
+due, a string, NaN or infinity) into null (controller.live.json_value); history keeps the
+same values the snapshot shows. The common case, every value of the right Python type, is
+checked once per distinct row signature (the tuple of value types) and converted by numpy
+in one call; only rows with a value of the wrong type go through the per-value path.
+"""
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence
+
+import numpy as np
+
+from controller.history.codec import Block
+from shared.metrics import METRIC_COUNT, METRICS, MetricType
+
+_ALLOWED: tuple[frozenset[type], ...] = tuple(
+    frozenset({bool, type(None)}) if m.type is MetricType.BOOL else frozenset({int, float, type(None)})
+    for m in METRICS)
+_MAX_SIGNATURES = 4096
+_valid: set[tuple[type, ...]] = set()
+
+
+def to_block(items: Sequence[tuple[float, Sequence[Any]]]) -> Block:
+    """(measured_at seconds, values) pairs -> a Block, times floored to the millisecond."""
+    ts = np.floor(np.array([measured for measured, _ in items], dtype=np.float64) * 1000).astype(np.int64)
+    rows = [values if _fits(values) else _cleaned(values) for _, values in items]
+    try:
+        matrix = np.array(rows, dtype=np.float64)  # None -> NaN, bool -> 0/1
+    except (OverflowError, ValueError, TypeError):
+        matrix = np.array([_cleaned(values) for values in rows], dtype=np.float64)
+    matrix[~np.isfinite(matrix)] = np.nan
+    return Block(ts, matrix, np.isnan(matrix))
+
+
+def _fits(values: Sequence[Any]) -> bool:
+    if len(values) != METRIC_COUNT:
+        return False
+    signature = tuple(map(type, values))
+    if signature in _valid:
+        return True
+    if not all(t in allowed for t, allowed in zip(signature, _ALLOWED)):
+        return False
+    if len(_valid) >= _MAX_SIGNATURES:
+        _valid.clear()
+    _valid.add(signature)
+    return True
+
+
+def _cleaned(values: Sequence[Any]) -> list[float | None]:
+    """The per-value path: what json_value would show, as a float (None where it shows null)."""
+    out: list[float | None] = []
+    for metric, value in zip(METRICS, list(values)[:METRIC_COUNT]):
+        if metric.type is MetricType.BOOL:
+            out.append(float(value) if isinstance(value, bool) else None)
+        elif isinstance(value, bool) or not isinstance(value, (int, float)):
+            out.append(None)
+        else:
+            try:
+                number = float(value)
+            except OverflowError:
+                number = math.nan
+            out.append(number)
+    out += [None] * (METRIC_COUNT - len(out))
+    return out
