@@ -351,3 +351,11 @@ async def test_every_answer_matches_its_documented_schema(client, clock):
     op = doc["paths"][ack]["post"]
     assert op["requestBody"]["required"] is False and op["x-permission"] == "manage:alerts"
     assert doc["paths"][f"{base}/alerts"]["get"]["x-permission"] == "read:metrics"
+
+
+async def test_alert_ids_do_not_swallow_the_other_alert_paths(client):
+    for method, path in [("DELETE", "/alerts/configure"), ("DELETE", "/alerts/rules"), ("GET", "/alerts/configure")]:
+        resp = await client.request(method, "/api/v1" + path)
+        assert resp.status == 405, (method, path, await resp.text())
+    resp = await client.delete(f"{ALERTS}/not-an-alert")
+    assert resp.status == 404 and (await resp.json())["error"]["code"] == "not_found"

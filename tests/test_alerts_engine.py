@@ -197,3 +197,19 @@ def test_rule_checks_name_each_problem():
 def test_shipped_defaults_are_valid_rules(default):
     shipped = default_rules()[default.metric_id]
     assert problems(shipped, Topology(12)) == [] and default.why
+
+
+def test_messages_carry_the_metrics_units():
+    from controller.alerts.alert import message
+    from controller.alerts.defaults import default_rules as shipped
+    rules = shipped()
+    assert message(rules["latency_end_to_end"], Severity.CRITICAL, 340.26, 300) == (
+        "Critical end-to-end latency detected: 340ms (threshold: 300ms)")
+    assert message(rules["packet_loss_rate"], Severity.WARNING, 0.0812, 0.02) == (
+        "Warning packet loss rate detected: 8.12% (threshold: 2%)")
+    assert message(rules["audioQuality_mos_score"], Severity.CRITICAL, 2.034, 3.1) == (
+        "Critical MOS score detected: 2.03 MOS (threshold: 3.1 MOS)")
+    assert message(rules["buffer_underflow_count"], Severity.WARNING, 63, 30) == (
+        "Warning buffer underflow count detected: 63 events/min (threshold: 30 events/min)")
+    assert message(rules["latency_jitter"], Severity.WARNING, 33.8, 30) == (
+        "Warning latency jitter detected: 33.8ms (threshold: 30ms)")

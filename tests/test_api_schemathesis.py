@@ -29,6 +29,16 @@ RUN_TIMEOUT_S = 120
 # A knob change valid for the catalog can still break a cross-knob rule against the stored set
 # (min_buffer_size above max_buffer_size): a 400 no JSON Schema of a partial change can foresee.
 CONFIG = """
+# Thresholds and rules: a schema-valid body can still break a rule-level check (levels in the wrong
+# order, outside the metric's range, an unknown station: 400) or take another rule's name (409).
+[[operations]]
+include-operation-id = "post_threshold"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "404", "409"]
+
+[[operations]]
+include-operation-id = "configure"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "404", "409"]
+
 [[operations]]
 include-path-regex = "^/api/v1/config/knobs/"
 include-method = "POST"

@@ -33,7 +33,8 @@ def number_text(value: float) -> str:
         return str(int(value))
     size = abs(value)
     digits = 0 if size >= 100 else 1 if size >= 10 else 2 if size >= 1 else 3
-    return f"{value:.{digits}f}".rstrip("0").rstrip(".")
+    text = f"{value:.{digits}f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 def with_unit(rule: Rule, value: float) -> str:

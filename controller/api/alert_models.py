@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, Field, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
@@ -48,13 +48,18 @@ STATIONS_DOC = ("Stations the rule covers (at least one); omitted: every station
 EXTENSIONS_DOC = "Extensions the rule covers; omitted: both"
 
 
-class Levels(BodyModel):
+class StrictBody(BodyModel):
+    """A body whose values must have their JSON types (`false` is not a level, `"5"` not a duration)."""
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class Levels(StrictBody):
     """Warning and critical levels in the metric's unit (at least one): the critical one worse in the direction."""
     warning: Level | None = Field(None, description="Level of a warning alert", examples=[200])
     critical: Level | None = Field(None, description="Level of a critical alert", examples=[300])
 
 
-class RuleOptions(BodyModel):
+class RuleOptions(StrictBody):
     """Fields thresholds and rules share; each omitted one keeps its stored value (or the default when new)."""
     duration: Milliseconds | None = Field(None, description=(
         "How long (ms) the condition must hold before the alert fires, like Prometheus `for` (default 30000)"))
@@ -96,7 +101,7 @@ class RuleBody(RuleOptions):
         "The severity of `threshold` (default warning)"))
 
 
-class AcknowledgeBody(BodyModel):
+class AcknowledgeBody(StrictBody):
     comment: str | None = Field(None, max_length=500, description="Optional note kept with the acknowledgement")
 
 
@@ -132,8 +137,8 @@ class AlertQuery(QueryModel):
     acknowledged: bool | SkipJsonSchema[None] = Field(None, description="Only acknowledged (true) or unacknowledged "
                                                                         "(false) alerts")
     limit: int = Field(100, ge=1, le=1000, description="Alerts per page (default 100, at most 1000)")
-    cursor: str | SkipJsonSchema[None] = Field(None, pattern=r"^[0-9]{1,12}$", description=(
-        "`nextCursor` of the previous page: the alerts after it (older)"))
+    cursor: Annotated[str, Field(pattern=r"^[0-9]{0,12}$")] | SkipJsonSchema[None] = Field(None, description=(
+        "`nextCursor` of the previous page: the alerts after it (older); empty: the first page"))
 
 
 class RuleQuery(QueryModel):

@@ -57,6 +57,9 @@ class Endpoint:
     query: type[BaseModel] | None = None       # query parameters (None: takes none; any given is a 400)
     body: type[BaseModel] | None = None        # JSON request body, validated before the handler runs
     body_required: bool = True                 # False: an empty body is the body model's defaults
+    # Regexes of {segments} for routing only (the document shows plain {name}): /alerts/{alertId} must not
+    # swallow /alerts/configure, so a method that path lacks is a 405 there, not a lookup of alert 'configure'.
+    route_patterns: Mapping[str, str] = field(default_factory=dict, compare=False)
     path_params: type[BaseModel] | None = None  # documents the {segments}; the handler resolves them (404/403)
     errors: tuple[int, ...] = ()               # error statuses only the handler knows (404 unknown point, 409 …)
     cached: bool = False                       # served by routes.cached: ETag, If-None-Match -> 304, gzip
@@ -71,7 +74,14 @@ def add_endpoint(app: web.Application, endpoint: Endpoint) -> None:
     table = app.setdefault(ENDPOINTS, {})
     handler = validating(endpoint.handler, endpoint.query, endpoint.body, endpoint.body_required)
     for path in paths_of(endpoint):
-        table[app.router.add_route(endpoint.method, path, handler)] = endpoint
+        table[app.router.add_route(endpoint.method, routed(path, endpoint.route_patterns), handler)] = endpoint
+
+
+def routed(path: str, patterns: Mapping[str, str]) -> str:
+    """`path` with each `{name}` given a pattern written `{name:regex}`, as aiohttp's router takes it."""
+    for name, regex in patterns.items():
+        path = path.replace("{" + name + "}", "{" + name + ":" + regex + "}")
+    return path
 
 
 def paths_of(endpoint: Endpoint) -> list[str]:

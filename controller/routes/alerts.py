@@ -37,7 +37,7 @@ def _scoped_filter(request: web.Request, query: AlertQuery) -> AlertFilter:
 async def get_alerts(request: web.Request) -> web.Response:
     query = query_of(request, AlertQuery)
     where = _scoped_filter(request, query)
-    before = int(query.cursor) if query.cursor is not None else None
+    before = int(query.cursor) if query.cursor else None
     page, total, next_seq = request.app[keys.ALERTS].list_alerts(where, query.limit, before)
     return json_response({"alerts": page, "count": len(page), "total": total,
                           "nextCursor": str(next_seq) if next_seq is not None else None})
@@ -150,6 +150,7 @@ def setup_routes(app: web.Application) -> None:
                                            "escalation to critical asks for a new acknowledgement."))
     add_endpoint(app, Endpoint("DELETE", "/alerts/{alertId}", dismiss, "Dismiss an alert",
                                Permission.MANAGE_ALERTS, write=True, tags=TAGS, path_params=AlertPath,
+                               route_patterns={"alertId": r"alert_[^/]*"},  # /alerts/configure is no alert
                                errors=(403, 404, 409), responses={200: Reply("The dismissed alert", AlertDoc)},
                                description="Resolves it (resolvedBy: the token's subject, dismissed: true) and hides "
                                            "it from the active list; if the violation goes on, a new alert fires "
