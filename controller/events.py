@@ -2,7 +2,7 @@
 
 Events are the plan's real-time event names with a JSON-ready body:
 - "knob-changed": {station, extension, changes: {knob: {old, new}}, version, changedBy, source, status}
-- "alert": {action: created|escalated|acknowledged|resolved|dismissed, alert: <alert document>}
+- "alert": {action: created|escalated|deescalated|acknowledged|resolved|dismissed, alert: <alert document>}
 - "status-change": {station, extension, status, previous}
 - "optimization-complete": {analysisId, summary}
 Publishing is synchronous and cheap (callbacks must not block: a slow listener queues work
