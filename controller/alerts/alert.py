@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Callable
 
 from controller.alerts.rules import Rule, Severity
 from controller.alerts.watch import Transition
@@ -61,17 +61,15 @@ def message(rule: Rule, severity: Severity, value: float, threshold: float) -> s
 class AlertIds:
     """`alert_20240115_103045_001`: creation time (UTC, to the second) and a counter within that second."""
 
-    def __init__(self, taken: set[str]) -> None:
-        self.taken = taken
+    def __init__(self, exists: Callable[[str], bool]) -> None:
+        self.exists = exists  # ids already given (the alert book's, kept across restarts)
 
     def next(self, wall: float) -> str:
         stamp = datetime.fromtimestamp(wall, tz=timezone.utc).strftime("%Y%m%d_%H%M%S")
         n = 1
-        while f"alert_{stamp}_{n:03d}" in self.taken:
+        while self.exists(f"alert_{stamp}_{n:03d}"):
             n += 1
-        alert_id = f"alert_{stamp}_{n:03d}"
-        self.taken.add(alert_id)
-        return alert_id
+        return f"alert_{stamp}_{n:03d}"
 
 
 def new_alert(alert_id: str, point: Point, rule: Rule, t: Transition, wall: float) -> dict[str, Any]:

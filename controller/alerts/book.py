@@ -67,9 +67,6 @@ class AlertBook:
 
     # --- reading ----------------------------------------------------------------------------------
 
-    def ids(self) -> set[str]:
-        return set(self._seq_of)
-
     def get(self, alert_id: str) -> dict[str, Any] | None:
         seq = self._seq_of.get(alert_id)
         return None if seq is None else self.alerts[seq]

@@ -64,7 +64,7 @@ class AlertService:
         self.rules = RuleSet(DocumentFile(rules_path))
         self.book = AlertBook(DocumentFile(alerts_path), clock.wall, keep_resolved, keep_days, flush_delay)
         self.engine = AlertEngine(topology, clock, self._on_transition)
-        self.ids = AlertIds(set())
+        self.ids = AlertIds(lambda alert_id: self.book.get(alert_id) is not None)
         self.edits = asyncio.Lock()  # rule edits read, merge and save one at a time
 
     # --- lifecycle --------------------------------------------------------------------------------
@@ -74,7 +74,6 @@ class AlertService:
         await self.book.file.open()
         await self.rules.load()
         await self.book.load()
-        self.ids = AlertIds(self.book.ids())
         self.engine.set_rules(self.rules.all().values())
         self._restore_active()
         await self.book.flush()  # alerts resolved while restoring, and expired ones dropped
