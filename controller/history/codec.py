@@ -36,6 +36,7 @@ _ZLIB, _LZMA = 0, 1
 _ORDER_XOR = 3
 _HEAD = struct.Struct("<IHH")  # rows, columns (timestamps included), columns with nulls
 _POW10 = 10.0 ** np.arange(MAX_DECIMALS + 1)
+_SMALL = 4096  # values in a block below which the exponent search is one broadcast pass
 
 
 class CorruptSegment(ValueError):
@@ -111,26 +112,28 @@ def _decode_body(body: bytes) -> Block:
     heads = np.frombuffer(body, np.int64, 2 * k, off + 8 * k).reshape(k, 2)
     null_cols = np.frombuffer(body, np.uint16, m, off + 24 * k)
     off += 24 * k + 2 * m
-    codes = np.zeros((n, k), dtype=np.uint64)
-    for plane in range(8):
+    # Column-major from here on (a column is a contiguous row of these arrays): gathers and cumulative
+    # sums run over contiguous memory; the values come out as the transposed view, rows x columns.
+    codes = np.zeros((k, n), dtype=np.uint64)
+    as_bytes = codes.view(np.uint8).reshape(k, n, 8)  # little-endian: byte `plane` of each code
+    for plane in range(int(widths.max(initial=0))):
         cols = np.flatnonzero(widths > plane)
-        if not len(cols):
-            break
         size = n * len(cols)
-        codes[:, cols] |= np.frombuffer(body, np.uint8, size, off).reshape(len(cols), n).T.astype(np.uint64) << np.uint64(8 * plane)
+        as_bytes[cols, :, plane] = np.frombuffer(body, np.uint8, size, off).reshape(len(cols), n)
         off += size
     ints = _undo_codes(codes, orders, base, heads)
-    decimal = exponents != FLOAT_BITS
-    matrix = np.empty((n, k))
-    matrix[:, decimal] = ints[:, decimal].astype(np.float64) / _POW10[exponents[decimal]]
-    matrix[:, ~decimal] = ints[:, ~decimal].view(np.float64)
-    nulls = np.zeros((n, k - 1), dtype=bool)
+    decimal = np.flatnonzero(exponents != FLOAT_BITS)
+    floats = np.flatnonzero(exponents == FLOAT_BITS)
+    matrix = np.empty((k, n))
+    matrix[decimal] = ints[decimal] / _POW10[exponents[decimal]][:, None]
+    if len(floats):
+        matrix[floats] = ints[floats].view(np.float64)
+    nulls = np.zeros((k - 1, n), dtype=bool)
     if m:
         bits = np.frombuffer(body, np.uint8, m * ((n + 7) // 8), off).reshape(m, -1)
-        nulls[:, null_cols.astype(np.intp)] = np.unpackbits(bits, axis=1, count=n).T.astype(bool)
-    values = matrix[:, 1:]
-    values[nulls] = np.nan
-    return Block(ints[:, 0].copy(), values, nulls)
+        nulls[null_cols.astype(np.intp)] = np.unpackbits(bits, axis=1, count=n).astype(bool)
+        matrix[1:][nulls] = np.nan
+    return Block(ints[0].copy(), matrix[1:].T, nulls.T)
 
 
 def _fill_forward(values: np.ndarray, nulls: np.ndarray) -> np.ndarray:
@@ -145,6 +148,8 @@ def _fill_forward(values: np.ndarray, nulls: np.ndarray) -> np.ndarray:
 
 def _exponents(matrix: np.ndarray) -> np.ndarray:
     """Per column the smallest decimal exponent that round-trips every value exactly, else FLOAT_BITS."""
+    if matrix.size <= _SMALL:
+        return _exponents_at_once(matrix)
     bits = matrix.view(np.uint64)
     found = np.full(matrix.shape[1], FLOAT_BITS, dtype=np.uint8)
     open_cols = np.arange(matrix.shape[1])
@@ -159,6 +164,15 @@ def _exponents(matrix: np.ndarray) -> np.ndarray:
             if not len(open_cols):
                 break
     return found
+
+
+def _exponents_at_once(matrix: np.ndarray) -> np.ndarray:
+    """As _exponents, every exponent tried in one broadcast pass (cheaper than a loop for small blocks)."""
+    p = _POW10[:, None, None]
+    with np.errstate(invalid="ignore", over="ignore"):
+        scaled = np.round(matrix[None] * p) + 0.0
+        exact = ((np.abs(scaled) < _EXACT_LIMIT) & ((scaled / p).view(np.uint64) == matrix.view(np.uint64)[None])).all(axis=1)
+    return np.where(exact.any(axis=0), exact.argmax(axis=0), FLOAT_BITS).astype(np.uint8)
 
 
 def _codes(matrix: np.ndarray, exponents: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -230,25 +244,25 @@ def _planes(codes: np.ndarray, widths: np.ndarray) -> bytes:
 
 
 def _undo_codes(codes: np.ndarray, orders: np.ndarray, base: np.ndarray, heads: np.ndarray) -> np.ndarray:
-    """The integers (or float bits, as int64) each column's codes stand for."""
+    """The integers (or float bits, as int64) each column's codes stand for; columns x rows."""
     out = np.empty(codes.shape, dtype=np.int64)
-    n = len(codes)
-    plain = orders == 0
-    out[:, plain] = codes[:, plain].view(np.int64) + base[plain]
+    n = codes.shape[1]
+    plain = np.flatnonzero(orders == 0)
+    out[plain] = codes[plain].view(np.int64) + base[plain][:, None]
     for order in (1, 2):
         cols = np.flatnonzero(orders == order)
         if not len(cols):
             continue
-        x = _unzigzag(codes[:, cols])
-        x[0] = heads[cols, 0]
+        x = _unzigzag(codes[cols])
+        x[:, 0] = heads[cols, 0]
         if order == 2 and n > 1:
-            x[1] = heads[cols, 1]
+            x[:, 1] = heads[cols, 1]
         for _ in range(order):
-            x = np.cumsum(x, axis=0)
-        out[:, cols] = x
+            np.cumsum(x, axis=1, out=x)
+        out[cols] = x
     xor = np.flatnonzero(orders == _ORDER_XOR)
     if len(xor):
-        bits = codes[:, xor].copy()
-        bits[0] = heads[xor, 0].view(np.uint64)
-        out[:, xor] = np.bitwise_xor.accumulate(bits, axis=0).view(np.int64)
+        bits = codes[xor]
+        bits[:, 0] = heads[xor, 0].view(np.uint64)
+        out[xor] = np.bitwise_xor.accumulate(bits, axis=1).view(np.int64)
     return out
