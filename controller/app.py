@@ -36,6 +36,7 @@ from controller.security.signing import RequestVerifier
 from controller.security.tokens import TokenKeys, TokenVerifier
 from controller.settings import ControllerSettings
 from controller.snapshot import SnapshotCache, render
+from controller.stream.service import setup_stream
 from controller.telemetry import ControllerMetrics
 from controller.templates import TemplateStore
 from shared.protocol import heartbeat
@@ -89,6 +90,7 @@ def create_app(settings: ControllerSettings, *, registry: CollectorRegistry | No
 
     for area in (snapshots, config, knob_history, templates, batch, catalog, health, openapi):
         area.setup_routes(app)
+    setup_stream(app)  # /api/v1/ws and /socket.io/, fed by _tick
     thresholds.setup_routes(app)
     alert_routes.setup_routes(app)
     history_routes.setup_routes(app)
@@ -198,6 +200,7 @@ async def _tick(app: web.Application) -> None:
     for status, count in cache.status_counts.items():
         metrics.points.labels(status.value).set(count)
     _publish_status_changes(app)
+    app[keys.STREAM].on_tick()  # metrics-update to every due subscription, from the snapshot just built
 
 
 def _publish_status_changes(app: web.Application) -> None:

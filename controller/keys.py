@@ -21,6 +21,7 @@ from controller.security.guard import Guard
 from controller.security.headers import SecurityHeaders
 from controller.settings import ControllerSettings
 from controller.snapshot import Rendered, SnapshotCache
+from controller.stream.hub import StreamHub
 from controller.telemetry import ControllerMetrics
 from controller.templates import TemplateStore
 from shared.topology import Topology
@@ -35,6 +36,7 @@ KNOBS = web.AppKey("knobs", KnobSync)
 LINK = web.AppKey("link", AgentLink)
 INGEST = web.AppKey("ingest", Ingest)
 SNAPSHOTS = web.AppKey("snapshots", SnapshotCache)
+STREAM = web.AppKey("stream", StreamHub)              # Socket.IO and WebSocket clients, the per-tick fan-out
 METRICS = web.AppKey("metrics", ControllerMetrics)
 REGISTRY = web.AppKey("registry", CollectorRegistry)
 CATALOG = web.AppKey("catalog", Rendered)             # the catalog document, rendered once

@@ -46,7 +46,8 @@ async def observe(request: web.Request, handler: Handler) -> web.StreamResponse:
     finally:
         elapsed = time.perf_counter() - started
         status = response.status if response is not None else 500
-        request.app[keys.METRICS].observe_request(route_label(request), request.method, status, elapsed)
+        if status != 101:  # a WebSocket ends here when it closes: its lifetime is no request's latency
+            request.app[keys.METRICS].observe_request(route_label(request), request.method, status, elapsed)
         level = _access_level(request.method, status, elapsed)
         if access.isEnabledFor(level):
             principal = request.get(PRINCIPAL)
@@ -73,7 +74,7 @@ async def _enveloped(request: web.Request, handler: Handler) -> web.StreamRespon
     """Admit the request, run it; every failure leaves as the JSON envelope (unexpected: a 500 with the trace id)."""
     try:
         endpoint = request.app[ENDPOINTS].get(request.match_info.route)
-        if endpoint is not None:
+        if endpoint is not None and not endpoint.authenticates:
             principal = request.app[keys.GUARD].admit(request, endpoint)
             if endpoint.signed and principal is not None:
                 await request.app[keys.GUARD].verify_signature(request, principal)

@@ -38,6 +38,12 @@ DEFAULTS: dict[str, Any] = {
     "curve_allowlist_file": "",         # agent public keys, each bound to its station
     "audit_log": "",                    # JSON lines; default <data_dir>/audit.log
     "max_body_bytes": 1 << 20,          # larger request bodies get 413
+    # --- real-time stream (issue 5): Socket.IO at /socket.io/, WebSocket at /api/v1/ws
+    "stream_ping_ms": 25000,            # WebSocket pings / Engine.IO ping interval (no pong in half of it: closed)
+    "stream_max_buffer_bytes": 524288,  # unsent bytes a client may hold before updates wait (latest wins)
+    "stream_max_pending_events": 256,   # events waiting for one client before it is told and disconnected
+    "stream_stall_timeout_ms": 10000,   # a client that takes nothing for this long while data waits is dropped
+    "stream_max_subscriptions": 16,     # per connection
     # --- history (issue 4): tiers and how long each is kept
     "history_retention_raw_days": 7,
     "history_retention_1m_days": 30,
@@ -86,6 +92,11 @@ class ControllerSettings:
     curve_allowlist_file: str = DEFAULTS["curve_allowlist_file"]
     audit_log: str = DEFAULTS["audit_log"]
     max_body_bytes: int = DEFAULTS["max_body_bytes"]
+    stream_ping_ms: int = DEFAULTS["stream_ping_ms"]
+    stream_max_buffer_bytes: int = DEFAULTS["stream_max_buffer_bytes"]
+    stream_max_pending_events: int = DEFAULTS["stream_max_pending_events"]
+    stream_stall_timeout_ms: int = DEFAULTS["stream_stall_timeout_ms"]
+    stream_max_subscriptions: int = DEFAULTS["stream_max_subscriptions"]
     history_retention_raw_days: int = DEFAULTS["history_retention_raw_days"]
     history_retention_1m_days: int = DEFAULTS["history_retention_1m_days"]
     history_retention_5m_days: int = DEFAULTS["history_retention_5m_days"]

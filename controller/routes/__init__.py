@@ -64,6 +64,9 @@ class Endpoint:
     errors: tuple[int, ...] = ()               # error statuses only the handler knows (404 unknown point, 409 …)
     cached: bool = False                       # served by routes.cached: ETag, If-None-Match -> 304, gzip
     description: str = ""                      # more than the summary, for the document
+    # True: the handler admits its caller itself, with the same verifier, limiter and audit (a WebSocket
+    # upgrade, whose token may come as ?token= or a first message, since browsers cannot set headers).
+    authenticates: bool = False
 
 
 ENDPOINTS = web.AppKey("endpoints", dict)  # aiohttp route object -> Endpoint
