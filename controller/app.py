@@ -59,7 +59,9 @@ def create_app(settings: ControllerSettings, *, registry: CollectorRegistry | No
     link = AgentLink(settings.link_endpoint, zmq_context)
     events = EventBus()
     metrics_history = HistoryStore.from_settings(settings, clock)  # raw/1m/5m/1h tiers; knob history's mean_between
-    changes = KnobHistory(DocumentFile(settings.data_file("knob_history.json")), topology, clock, metrics_history)
+    changes = KnobHistory(DocumentFile(settings.data_file("knob_history.json")), topology, clock, metrics_history,
+                          window_s=settings.knob_history_window_s, settle_s=2 * settings.history_flush_ms / 1000 + 1,
+                          max_changes=settings.knob_history_max_changes)
     knobs = KnobSync(store, live, link.send_to_station, clock, settings.ack_timeout_ms / 1000, changes, events)
     metrics = ControllerMetrics(registry)
     ingest = Ingest(topology, live, knobs, link, on_rejected=lambda _: metrics.link_rejected.inc())

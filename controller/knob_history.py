@@ -37,7 +37,7 @@ KEY_METRICS: tuple[str, ...] = ("latency.end_to_end", "packet.loss_rate", "audio
 # Where a change came from: an open set (the optimizer adds "optimizer"); these are the known ones.
 SOURCES: tuple[str, ...] = ("api", "template", "batch", "rollback", "optimizer")
 WINDOW_S = 60.0          # the minute before and the minute after a change
-SETTLE_S = 5.0           # after-window end + this: the history store has flushed its samples
+SETTLE_S = 5.0           # after-window end + this: the history store has flushed its samples (app: 2 flushes + 1 s)
 MAX_CHANGES = 5000       # records kept (about 3 MB of JSON); older ones are dropped
 TABLE = "changes"
 
@@ -165,8 +165,9 @@ class KnobHistory:
                         "(the controller stopped between the two writes)", len(unstored))
             await self._remove([c.seq for c in unstored])
 
-    def start_filling(self, interval_s: float = 5.0) -> None:
+    def start_filling(self, interval_s: float | None = None) -> None:
         """Fill after-windows as they come due (at once for those that came due while the controller was down)."""
+        interval_s = interval_s or min(5.0, max(0.5, self.window_s / 4))
         self._filler = asyncio.create_task(self._fill_forever(interval_s), name="tpmon-knob-history-fill")
 
     async def _fill_forever(self, interval_s: float) -> None:

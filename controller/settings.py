@@ -53,6 +53,9 @@ DEFAULTS: dict[str, Any] = {
     # --- alerts (issue 4): resolved alerts kept, whichever limit is reached first; active ones always kept
     "alerts_keep_resolved": 1000,
     "alerts_keep_resolved_days": 30,
+    # --- knob change history (issue 4): key metrics averaged over this window before and after each change
+    "knob_history_window_s": 60,
+    "knob_history_max_changes": 5000,   # records kept in knob_history.json (rewritten whole on each change)
 }
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -104,6 +107,8 @@ class ControllerSettings:
     history_flush_ms: int = DEFAULTS["history_flush_ms"]
     alerts_keep_resolved: int = DEFAULTS["alerts_keep_resolved"]
     alerts_keep_resolved_days: int = DEFAULTS["alerts_keep_resolved_days"]
+    knob_history_window_s: int = DEFAULTS["knob_history_window_s"]
+    knob_history_max_changes: int = DEFAULTS["knob_history_max_changes"]
 
     def __post_init__(self) -> None:
         if isinstance(self.cors_origins, list):  # TOML arrays arrive as lists; keep the settings hashable

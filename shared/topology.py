@@ -34,7 +34,7 @@ def station_name(n: int) -> str:
 
 
 def station_number(name: str) -> int | None:
-    m = _STATION_RE.match(name)
+    m = _STATION_RE.fullmatch(name)  # `$` alone would let "Station-1\n" through
     return int(m.group(1)) if m else None
 
 

@@ -7,10 +7,11 @@ one) or leniently (reported per target), so the catalog is applied once, in one 
 """
 from __future__ import annotations
 
-from datetime import datetime
+import re
+from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, Field, WithJsonSchema, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema, field_validator
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
@@ -26,8 +27,16 @@ TEMPLATE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 # No leading or trailing space, no line breaks: a name is one line an operator can type.
 NAME_PATTERN = r"^[^\s](?:[^\r\n]*[^\s])?$"
 CATEGORY_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
-CURSOR_PATTERN = r"^[0-9]{1,12}:[a-z0-9_]{1,64}$"
+CURSOR_PATTERN = r"^([0-9]{1,12}:[a-z0-9_]{1,64})?$"
 SOURCE_DOC = (f"Where the change came from: {', '.join(SOURCES)} (an open set: later sources add values)")
+# Patterns are checked with Python's `re`, the engine schema-driven clients (hypothesis) generate
+# from: its `$` also matches before one final newline, which pydantic's default engine refuses.
+PYTHON_RE = ConfigDict(regex_engine="python-re")
+
+
+def _one_line(value: str) -> str:
+    """The value without the one final newline a pattern's `$` lets through."""
+    return value[:-1] if value.endswith("\n") else value
 
 
 # --- knob history ---------------------------------------------------------------------------
@@ -43,18 +52,46 @@ KnobNames = Annotated[CommaList, AfterValidator(_known_knobs), WithJsonSchema({
     "type": "array", "items": {"type": "string", "enum": [k.name for k in KNOBS]}})]
 
 
+_RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)")
+
+
+def iso_time(value: Any) -> datetime:
+    """An RFC 3339 time with its zone (`2024-01-15T10:30:00Z`), as the schema's date-time format says.
+
+    Never a bare number: pydantic's lax datetime would take `0.5` as epoch seconds."""
+    if isinstance(value, datetime):
+        return value
+    problem = PydanticCustomError("iso_time", "should be an RFC 3339 time with a zone, such as 2024-01-15T10:30:00Z")
+    text = value.strip().upper() if isinstance(value, str) else ""
+    if not _RFC3339.fullmatch(text):
+        raise problem
+    text = re.sub(r"(T\d\d:\d\d):60", r"\1:59", text)  # a leap second: the second before it
+    if text.startswith("0000-"):  # RFC 3339 allows year 0; Python's first year is 1
+        return datetime.min.replace(tzinfo=timezone.utc)
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:  # 2024-02-30 and the like
+        raise problem from None
+
+
+IsoTime = Annotated[datetime, PlainValidator(iso_time), WithJsonSchema({"type": "string", "format": "date-time"})]
+
+
 class KnobHistoryQuery(QueryModel):
+    model_config = {**QueryModel.model_config, **PYTHON_RE}
+
     limit: int = Field(100, ge=1, le=1000, description="Rows per page (default 100, at most 1000)")
-    cursor: str | SkipJsonSchema[None] = Field(None, pattern=CURSOR_PATTERN, description=(
+    # `?cursor=` and `?source=` (empty) mean none given, as an empty comma list does. Optional values
+    # are declared with their plain type and a None default (not validated): a union would lose the
+    # pattern from the schema, or report one error per branch.
+    cursor: str = Field(None, pattern=CURSOR_PATTERN, description=(  # type: ignore[assignment]
         "`nextCursor` of the previous page: the rows after it (older)"))
     knob: KnobNames = Field((), description="Only these knobs, comma-separated (`agc_enabled,nr_level`)")
-    # Declared as plain datetimes (a None default is not validated) so a bad value gets one error
-    # under its own name, not one per branch of a union.
-    since: datetime = Field(None, alias="from", description=(  # type: ignore[assignment]
-        "Only changes at or after this time (ISO 8601; without a zone: UTC)"))
-    until: datetime = Field(None, alias="to", description=(  # type: ignore[assignment]
-        "Only changes before this time (ISO 8601; without a zone: UTC)"))
-    source: str | SkipJsonSchema[None] = Field(None, pattern=r"^[a-z_]{1,32}$", description=(
+    since: IsoTime = Field(None, alias="from", description=(  # type: ignore[assignment]
+        "Only changes at or after this time (RFC 3339, e.g. 2024-01-15T10:30:00Z)"))
+    until: IsoTime = Field(None, alias="to", description=(  # type: ignore[assignment]
+        "Only changes before this time (RFC 3339)"))
+    source: str = Field(None, pattern=r"^[a-z_]{0,32}$", description=(  # type: ignore[assignment]
         f"Only changes from this source ({', '.join(SOURCES)})"))
 
 
@@ -95,8 +132,8 @@ class KnobHistoryPage(Body):
 
 
 class KnobChangeQuery(QueryModel):
-    reason: str | SkipJsonSchema[None] = Field(None, min_length=1, max_length=500, description=(
-        "Why: recorded with the change in the knob history (the body stays the plain knob object)"))
+    reason: str | SkipJsonSchema[None] = Field(None, max_length=500, description=(
+        "Why: recorded with the change in the knob history (the body stays the plain knob object); empty: none"))
 
 
 # --- batch ----------------------------------------------------------------------------------
@@ -107,6 +144,8 @@ Extension = Literal[tuple(EXTENSIONS)]  # type: ignore[valid-type]
 
 class BatchTargets(BodyModel):
     """Every (station, extension) pair of these lists is a target."""
+    model_config = {**BodyModel.model_config, **PYTHON_RE}
+
     stations: list[StationId] = Field(min_length=1, max_length=1000, description=(
         "Stations to change; unknown: 404, outside the token's stations: 403 (the whole request)"))
     extensions: list[Extension] = Field(default_factory=lambda: list(EXTENSIONS), min_length=1, description=(
@@ -184,11 +223,15 @@ class TemplatePath(BaseModel):
 
 class TemplateRequest(BodyModel):
     """A template: name (unique, case-insensitive), description, category and a partial knob set."""
+    model_config = {**BodyModel.model_config, **PYTHON_RE}
+
     name: str = Field(min_length=1, max_length=80, pattern=NAME_PATTERN, examples=["Quiet studio"])
     description: str = Field("", max_length=2000)
     category: str = Field("general", min_length=1, max_length=40, pattern=CATEGORY_PATTERN,
                           examples=["noise"])
     config: KnobChange
+
+    _single_lines = field_validator("name", "category")(_one_line)
 
 
 class TemplateDocument(Body):

@@ -67,7 +67,7 @@ async def get_knobs(request: web.Request) -> web.Response:
 async def post_knobs(request: web.Request) -> web.Response:
     point = point_of(request)
     partial = body_of(request, KnobChange).root  # every value checked against the catalog already
-    reason = query_of(request, KnobChangeQuery).reason
+    reason = query_of(request, KnobChangeQuery).reason or None
     try:
         result = await request.app[keys.KNOBS].change(point, partial, _operator(request), reason=reason)
     except InvalidKnobs as exc:

@@ -19,7 +19,7 @@ async def get_knob_history(request: web.Request) -> web.Response:
     q = query_of(request, KnobHistoryQuery)
     page = request.app[keys.KNOB_HISTORY].page(
         point, q.limit, q.cursor, q.knob, since=epoch_of(q.since) if q.since else None,
-        until=epoch_of(q.until) if q.until else None, source=q.source)
+        until=epoch_of(q.until) if q.until else None, source=q.source or None)
     return json_response({"station": point.station, "extension": point.extension, "keyMetrics": list(KEY_METRICS),
                           "entries": page.rows, "nextCursor": page.next_cursor})
 
