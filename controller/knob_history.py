@@ -38,7 +38,7 @@ KEY_METRICS: tuple[str, ...] = ("latency.end_to_end", "packet.loss_rate", "audio
 SOURCES: tuple[str, ...] = ("api", "template", "batch", "rollback", "optimizer")
 WINDOW_S = 60.0          # the minute before and the minute after a change
 SETTLE_S = 5.0           # after-window end + this: the history store has flushed its samples (app: 2 flushes + 1 s)
-MAX_CHANGES = 5000       # records kept (about 3 MB of JSON); older ones are dropped
+MAX_CHANGES = 5000       # records kept (about 4 MB of JSON, ~0.1 s to rewrite); older ones are dropped
 TABLE = "changes"
 
 assert all(key in METRICS_BY_KEY for key in KEY_METRICS)
@@ -245,7 +245,7 @@ class KnobHistory:
         except Exception:  # the history store's trouble must not stop a knob change
             log.exception("knob history: mean of %s over [%s, %s) failed", point.id, iso_ms(start), iso_ms(end))
             return None
-        return {key: _finite(means.get(key)) for key in KEY_METRICS}
+        return {key: _mean_value(key, means.get(key)) for key in KEY_METRICS}
 
     # --- reading --------------------------------------------------------------------------
 
@@ -291,10 +291,11 @@ def _cursor(last: tuple[int, str] | None) -> str | None:
     return None if last is None else f"{last[0]}:{last[1]}"
 
 
-def _finite(value: Any) -> float | None:
+def _mean_value(key: str, value: Any) -> float | None:
+    """A mean as JSON: two decimals finer than the metric's own resolution (its values are rounded to that)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return None
-    return float(value)
+    return round(float(value), METRICS_BY_KEY[key].decimals + 2)
 
 
 def epoch_of(moment: datetime) -> float:
