@@ -48,10 +48,15 @@ class Replayer:
     """One DEALER per station re-sending recorded samples every `interval` seconds."""
 
     def __init__(self, endpoint: str, samples: list[dict], topology: Topology, interval: float = 0.15,
-                 keys: Path | None = None) -> None:
-        """`keys`: the folder `start_controller` made (tmp/"keys"), for a CURVE link; None for an insecure one."""
+                 keys: Path | None = None, stagger: bool = False) -> None:
+        """`keys`: the folder `start_controller` made (tmp/"keys"), for a CURVE link; None for an insecure one.
+
+        `stagger`: station i sends at i/N of the interval, as independent agents fall at random
+        phases of the controller's tick (all at once, every sample would wait the same time for it).
+        """
         self.endpoint, self.samples, self.topology, self.interval = endpoint, samples, topology, interval
         self.keys = keys
+        self.stagger = stagger
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -79,9 +84,12 @@ class Replayer:
         versions: dict[tuple[str, str], int] = {}
         seq = 0
         next_tick = time.monotonic()
+        offsets = [i * self.interval / len(sockets) if self.stagger else 0.0 for i in range(len(sockets))]
         while not self._stop.is_set():
             seq += 1
-            for station, sock in sockets.items():
+            for (station, sock), offset in zip(sockets.items(), offsets):
+                if offset:
+                    self._stop.wait(max(0.0, next_tick + offset - time.monotonic()))
                 for ext in ("3333", "4444"):
                     body = self.samples[seq % len(self.samples)]
                     version = versions.get((station, ext), 0)
