@@ -16,7 +16,6 @@ from controller import keys, logs
 from controller.api.models import QueryModel
 from controller.api.params import query_of
 from controller.api.responses import Body
-from controller.clock import iso_ms
 from controller.errors import ApiError, json_response
 from controller.events import EVENTS
 from controller.routes import Endpoint, Reply, add_endpoint
@@ -90,15 +89,6 @@ def info(app: web.Application, principal: Principal) -> dict[str, object]:
             "defaultIntervalMs": DEFAULT_INTERVAL_MS}
 
 
-def ready_data(app: web.Application, principal: Principal, wbits: int) -> dict[str, object]:
-    topology = app[keys.TOPOLOGY]
-    return {"subject": principal.subject, "role": principal.role,
-            "stations": [s for s in topology.stations if principal.sees(s)],
-            "compression": "deflate" if wbits else "none", "tickMs": app[keys.SETTINGS].tick_ms,
-            "minIntervalMs": max(MIN_INTERVAL_MS, app[keys.SETTINGS].tick_ms),
-            "expiresAt": iso_ms(principal.expires_at) if principal.expires_at != float("inf") else None}
-
-
 async def stream_ws(request: web.Request) -> web.StreamResponse:
     app = request.app
     address = client_address(request)
@@ -123,7 +113,7 @@ async def stream_ws(request: web.Request) -> web.StreamResponse:
     conn = WsConnection(ws, request.transport, address)  # type: ignore[arg-type]
     hub = app[keys.STREAM]
     client = hub.connect(conn, principal)
-    hub.reply(client, "ready", ready_data(app, principal, conn.wbits()))
+    hub.reply(client, "ready", hub.ready_data(principal, conn.wbits()))
     try:
         async for msg in ws:
             if msg.type is WSMsgType.TEXT:

@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from controller.clock import Clock
+from controller.clock import Clock, iso_ms
 from controller.events import EventBus
 from controller.security.principal import Principal
 from controller.security.tokens import LEEWAY_S
@@ -24,7 +25,7 @@ from controller.stream.client import StreamClient, StreamLimits, Subscribed, Too
 from controller.stream.connection import Connection
 from controller.stream.frames import SegmentCache
 from controller.stream.payloads import Kind, Update, event_payload, update_body
-from controller.stream.subscriptions import StreamError, Subscription, parse
+from controller.stream.subscriptions import MIN_INTERVAL_MS, StreamError, Subscription, parse
 from shared.metrics import METRICS_BY_KEY
 from shared.topology import Topology
 
@@ -102,6 +103,14 @@ class StreamHub:
         self.stats.events_sent += client.sent_events
         client.sent_updates = client.skipped_updates = client.sent_events = 0
         self.stats.disconnects[reason] = self.stats.disconnects.get(reason, 0) + 1
+
+    def ready_data(self, principal: Principal, wbits: int) -> dict[str, Any]:
+        """The `ready` event: who the client is, what it may see, what the stream offers it."""
+        return {"subject": principal.subject, "role": principal.role,
+                "stations": [s for s in self.topology.stations if principal.sees(s)],
+                "compression": "deflate" if wbits else "none", "tickMs": self.tick_ms,
+                "minIntervalMs": max(MIN_INTERVAL_MS, self.tick_ms),
+                "expiresAt": iso_ms(principal.expires_at) if math.isfinite(principal.expires_at) else None}
 
     def reply(self, client: StreamClient, event: str, data: Any) -> None:
         """An answer to one client (subscribed, unsubscribed, error, pong, ready), in order with its events."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from typing import Any, Awaitable, Callable
 from urllib.parse import parse_qs
 
 import socketio
@@ -25,7 +25,6 @@ from aiohttp import web
 from engineio.async_drivers import aiohttp as eio_aiohttp
 
 from controller import keys
-from controller.routes.stream import ready_data
 from controller.stream import frames
 from controller.stream.admission import StreamRefused, admit, bearer_token
 from controller.stream.client import StreamClient
@@ -105,14 +104,15 @@ class SocketIoServer:
         eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
         conn = SioConnection(self.sio.eio.sockets[eio_sid], self.drivers, address)  # type: ignore[arg-type]
         client = self.clients[sid] = self.hub.connect(conn, principal)
-        self.hub.reply(client, "ready", ready_data(self.app, principal, conn.wbits()))
+        self.hub.reply(client, "ready", self.hub.ready_data(principal, conn.wbits()))
 
     async def _disconnect(self, sid: str, reason: Any = None) -> None:
         client = self.clients.pop(sid, None)
         if client is not None:
             self.hub.disconnect(client)
 
-    def _request(self, name: str):  # noqa: ANN202 - a python-socketio handler
+    def _request(self, name: str) -> Callable[[str, Any], Awaitable[Any]]:
+        """The python-socketio handler of request `name`: answered as an event, and as the ack when asked."""
         async def handler(sid: str, data: Any = None) -> Any:
             client = self.clients.get(sid)
             if client is None:
