@@ -72,7 +72,8 @@ def client_frame(payload: bytes, opcode: int = 0x1) -> bytes:
     return head + mask + body
 
 
-async def raw_ws(port: int, token: str, rcvbuf: int = 4096) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+async def raw_ws(port: int, token: str, rcvbuf: int = 4096,
+                 path: str = "/api/v1/ws") -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
     """A hand-made WebSocket client with a tiny receive buffer: stop reading it and the server sees a stall."""
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
@@ -80,7 +81,7 @@ async def raw_ws(port: int, token: str, rcvbuf: int = 4096) -> tuple[asyncio.Str
     await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
     reader, writer = await asyncio.open_connection(sock=sock, limit=rcvbuf)
     key = base64.b64encode(os.urandom(16)).decode()
-    writer.write(f"GET /api/v1/ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
                  f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n"
                  f"Authorization: Bearer {token}\r\n\r\n".encode())
     head = await reader.readuntil(b"\r\n\r\n")

@@ -207,14 +207,24 @@ async def test_compression_true_sends_deflated_frames_the_client_inflates(env):
 
 # --- backpressure, expiry, shutdown ---------------------------------------------------------------
 
-async def test_a_stalled_client_delays_no_one_and_is_told_then_dropped(tmp_path):
+def _subscribe_frames(transport: str, n: int, token: str) -> bytes:
+    data = {"id": f"x{n}", "interval": 150}
+    if transport == "ws":
+        return client_frame(json.dumps({"event": "subscribe", "data": data}).encode())
+    connect = client_frame(("40" + json.dumps({"token": token})).encode()) if n == 0 else b""
+    return connect + client_frame(("42" + json.dumps(["subscribe", data])).encode())
+
+
+@pytest.mark.parametrize("transport", ["ws", "sio"])
+async def test_a_stalled_client_delays_no_one_and_is_told_then_dropped(tmp_path, transport):
     app = stream_app(tmp_path, stations=12, stream_max_buffer_bytes=65536, stream_stall_timeout_ms=1000)
     feeder = asyncio.create_task(feed_samples(app))
     token = token_for(tmp_path)
     async with TestClient(TestServer(app, host="127.0.0.1")) as client:
-        reader, writer = await raw_ws(client.port, token)
+        path = "/api/v1/ws" if transport == "ws" else "/socket.io/?EIO=4&transport=websocket"
+        reader, writer = await raw_ws(client.port, token, path=path)
         for n in range(4):  # four full subscriptions: its buffers fill in about two seconds
-            writer.write(client_frame(json.dumps({"event": "subscribe", "data": {"id": f"x{n}", "interval": 150}}).encode()))
+            writer.write(_subscribe_frames(transport, n, token))
         healthy = await connected(client, token)
         await subscribe(healthy, interval=150)
         hub, started, seqs, gaps = app[keys.STREAM], time.monotonic(), [], []
