@@ -190,6 +190,21 @@ async def test_one_serialization_per_shape_whatever_the_number_of_clients(env):
     assert hub.shapes == {} and hub.clients == {}
 
 
+async def test_joining_a_slow_shape_brings_its_current_state_at_the_next_tick(env):
+    app, client, token = env
+    first, second = await connected(client, token), await connected(client, token)
+    await subscribe(first, stations=["Station-1"], interval=60000)
+    opening = await next_event(first, "metrics-update")
+    await subscribe(second, stations=["Station-1"], interval=60000)  # the same shape, next due in a minute
+    joined = await next_event(second, "metrics-update", timeout=2)
+    assert joined["seq"] == opening["seq"] and joined["timestamp"] > opening["timestamp"]
+    assert len(app[keys.STREAM].shapes) == 1
+    with pytest.raises(asyncio.TimeoutError):  # the first subscriber is not sent it again
+        await next_event(first, "metrics-update", timeout=0.5)
+    await first.close()
+    await second.close()
+
+
 async def test_compression_true_sends_deflated_frames_the_client_inflates(env):
     app, client, token = env
     ws = await connected(client, token, compress=15)  # offers permessage-deflate

@@ -45,6 +45,7 @@ class Shape:
     next_due: float
     seq: int = 0
     subscribers: dict[tuple[int, str], tuple[StreamClient, Subscribed]] = field(default_factory=dict)
+    newcomers: list[tuple[int, str]] = field(default_factory=list)  # joined since the last update: owed one now
 
     @classmethod
     def of(cls, sub: Subscription, now: float) -> "Shape":
@@ -141,8 +142,10 @@ class StreamHub:
             self._leave(client, sub.id)
         entry = client.add(sub)
         shape = self.shapes.get(sub.shape)
-        if shape is None:
+        if shape is None:  # due at the next tick
             shape = self.shapes[sub.shape] = Shape.of(sub, self.clock.monotonic())
+        else:  # an existing shape may not be due for a while: the newcomer gets the current state at the next tick
+            shape.newcomers.append((client.number, sub.id))
         shape.subscribers[(client.number, sub.id)] = (client, entry)
         return sub.describe(deflate=client.conn.wbits() > 0)
 
@@ -184,6 +187,8 @@ class StreamHub:
             for shape in list(self.shapes.values()):
                 if now >= shape.next_due - half_tick:
                     self._emit(shape, doc, full.body, now)
+                elif shape.newcomers:
+                    self._welcome(shape, doc, full.body, now)
         for client in list(self.clients.values()):
             self._check(client, now, wall)
         self.stats.last_fanout_s = time.perf_counter() - started
@@ -195,11 +200,24 @@ class StreamHub:
         if shape.next_due < now:  # fell behind (a stall of the loop): restart the schedule, don't burst
             shape.next_due = now + interval
         shape.seq += 1
+        shape.newcomers.clear()  # this update is their first
         update = Update(shape.seq, update_body(doc, full_body, shape.seq, shape.stations, shape.metrics),
                         shape.sub.compression)
         self.stats.updates_rendered += 1
         for client, entry in list(shape.subscribers.values()):
             client.offer_update(entry, update, self.segments, now)
+
+    def _welcome(self, shape: Shape, doc: dict[str, Any], full_body: bytes, now: float) -> None:
+        """The current state for subscribers who joined a shape between its updates, numbered as its last one
+        (so the shape's next update follows without a gap); serialized once for all of them."""
+        update = Update(shape.seq, update_body(doc, full_body, shape.seq, shape.stations, shape.metrics),
+                        shape.sub.compression)
+        self.stats.updates_rendered += 1
+        for key in shape.newcomers:
+            joined = shape.subscribers.get(key)
+            if joined is not None:
+                joined[0].offer_update(joined[1], update, self.segments, now)
+        shape.newcomers.clear()
 
     def _check(self, client: StreamClient, now: float, wall: float) -> None:
         if client.waiting or client.pending:
