@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 from controller.history.store import HistoryStore
-from shared.topology import Point, Topology
+from shared.topology import Topology
 from tests.history_feed import Samples
 
 ROUNDS = 12_000   # 30 minutes of samples: more than a test lets it write before the kill

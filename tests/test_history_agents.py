@@ -1,40 +1,73 @@
 """History against a real controller and a real agent: what the agent sent, paged, and its first minute rolled up."""
 from __future__ import annotations
 
+import sqlite3
 import time
-from datetime import datetime, timedelta
-from typing import Any
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Iterator
 
 import pytest
 
 from shared.metrics import METRICS, MetricKind, MetricType
 from tests.auth import token_for
-from tests.procs import get_json, request, start_agent, start_controller, wait_until
+from tests.procs import Proc, get_json, request, start_agent, start_controller, wait_until
 
 pytestmark = pytest.mark.slow
 
 HISTORY = "/api/v1/snapshots/history?station=Station-1&extension=3333"
 
 
-def test_history_holds_what_the_agent_sent_and_rolls_up_its_minutes(tmp_path):
-    controller, base, link_port = start_controller(tmp_path, stations=1, history_flush_ms=250)
-    agent = start_agent(tmp_path, "Station-1", link_port)
+@pytest.fixture(scope="module")
+def system(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, Proc, str]]:
+    tmp = tmp_path_factory.mktemp("history")
+    controller, base, link_port = start_controller(tmp, stations=1, history_flush_ms=250)
+    agent = start_agent(tmp, "Station-1", link_port)
     try:
         wait_until(lambda: _snapshot(base)["status"] == "active", 30, agent)
-        seen = _snapshots(base, 6)
-        raw = wait_until(lambda: _raw_covering(base, seen), 10, controller)
-        by_time = {p["timestamp"]: p["metrics"] for p in raw}
-        for measured_at, metrics in seen.items():
-            assert by_time[measured_at] == metrics, measured_at   # field for field, value for value
-        _values_are_at_their_resolution(raw)
-        _pages_match_one_request(base)
-        _refusals(base, tmp_path)
-        # The agent started within some minute: once it has closed (2 s grace, 250 ms flush) it is rolled up.
-        first = wait_until(lambda: _rollups(base), 80, controller)[0]
-        _rollup_matches_raw(base, first)
+        yield tmp, controller, base
     finally:
         agent.stop()
         controller.stop()
+
+
+def test_history_holds_what_the_agent_sent_and_rolls_up_its_minutes(system):
+    tmp_path, controller, base = system
+    seen = _snapshots(base, 6)
+    raw = wait_until(lambda: _raw_covering(base, seen), 10, controller)
+    by_time = {p["timestamp"]: p["metrics"] for p in raw}
+    for measured_at, metrics in seen.items():
+        assert by_time[measured_at] == metrics, measured_at   # field for field, value for value
+    _values_are_at_their_resolution(raw)
+    _pages_match_one_request(base)
+    _refusals(base, tmp_path)
+    # The agent started within some minute: once it has closed (2 s grace, 250 ms flush) it is rolled up.
+    first = wait_until(lambda: _rollups(base), 80, controller)[0]
+    _rollup_matches_raw(base, first)
+
+
+def test_a_controller_killed_mid_ingest_keeps_its_history_and_goes_on(system):
+    tmp_path, controller, base = system
+    before = _history(base, "timeRange=1h&resolution=raw&limit=1000&fields=latency,buffer")
+    killed_at = time.time()
+    controller.kill9()
+    with sqlite3.connect(tmp_path / "controller" / "history.sqlite") as conn:
+        assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    controller.start()
+    wait_until(lambda: _snapshot(base)["status"] == "active", 30, controller)
+    window = f"from={before['from']}&to={before['to']}&resolution=raw&limit=1000&fields=latency,buffer"
+    assert _history(base, window)["points"] == before["points"]   # every sample read before the kill, unchanged
+    after = wait_until(lambda: _newer_than(base, killed_at + 1), 20, controller)
+    assert after["count"] > 0                                      # and samples after the restart join them
+    first_rollups = _history(base, "timeRange=1h&resolution=1m")["points"]
+    for rollup in first_rollups[:1]:
+        _rollup_matches_raw(base, rollup)
+
+
+def _newer_than(base: str, epoch: float) -> dict | None:
+    start = datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+    doc = _history(base, f"from={start}&resolution=raw&fields=latency.jitter")
+    return doc if doc["count"] else None
 
 
 def _snapshot(base: str) -> dict[str, Any]:
