@@ -237,3 +237,28 @@ def test_events_reach_clients_whose_scope_and_subscriptions_cover_them():
     assert scoped.wants("alert", ("Station-2",)) and not scoped.wants("alert", ("Station-3",))
     assert not scoped.wants("alert", ("Station-2", "Station-3"))  # one unseen station is enough to withhold it
     assert not scoped.wants("optimization-complete", None)
+
+
+def test_no_request_however_malformed_breaks_the_handler(tmp_path):
+    from controller.events import EventBus
+    from controller.security.audit import AuditLog
+    from controller.security.guard import Guard
+    from controller.security.ratelimit import RateLimiter
+    from controller.stream.hub import StreamHub
+    from controller.stream.requests import handle
+    from controller.clock import ManualClock
+
+    clock = ManualClock()
+    hub = StreamHub(TOPOLOGY, None, EventBus(), clock, 150, StreamLimits())  # type: ignore[arg-type]
+    audit = AuditLog(tmp_path / "audit.log", clock.wall)
+    guard = Guard(None, RateLimiter(10**9, 10**9, clock.monotonic), None, audit)  # type: ignore[arg-type]
+    client = hub.connect(FakeConnection(), ANONYMOUS_ADMIN)
+    weird = [None, 1, "x", [], [1, 2], {"id": []}, {"id": {"a": 1}}, {"stations": {"a": 1}}, {"stations": [None, 3]},
+             {"metrics": [["latency"]]}, {"interval": float("inf")}, {"interval": float("nan")}, {"interval": 10**30},
+             {"events": "alert"}, {"compression": None}, {"id": "x" * 100}, {"": 1}]
+    for event in ("subscribe", "unsubscribe", "ping", 7, None, ["subscribe"]):
+        for data in weird:
+            name, reply = handle(hub, guard, client, event, data)
+            assert name in ("subscribed", "unsubscribed", "pong", "error"), (event, data, name)
+            if name == "error":
+                assert reply["code"] != "internal_error", (event, data, reply)

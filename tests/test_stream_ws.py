@@ -104,8 +104,9 @@ async def test_bad_subscriptions_get_an_error_event_and_change_nothing(env):
         assert [d["field"] for d in error["details"]] == [field]
     await ws.send_json({"event": "subscribe", "data": {"interval": 100}})
     assert "below the minimum of 150 ms" in (await next_event(ws, "error"))["message"]
-    await ws.send_str("not json")
-    assert (await next_event(ws, "error"))["code"] == "bad_message"
+    for text in ("not json", "[" * 60000, '{"event": 3}', "[]"):
+        await ws.send_str(text)
+        assert (await next_event(ws, "error"))["code"] == "bad_message"
     await ws.send_json({"event": "subscribee"})
     assert (await next_event(ws, "error"))["code"] == "unknown_request"
     await ws.send_json({"event": "unsubscribe"})

@@ -158,7 +158,7 @@ async def _first_message_auth(app: web.Application, ws: web.WebSocketResponse, a
 def _dispatch(app: web.Application, client: StreamClient, text: str) -> None:
     try:
         doc = json.loads(text)
-    except ValueError:
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
         doc = None
     if not isinstance(doc, dict) or not isinstance(doc.get("event"), str):
         app[keys.STREAM].reply(client, "error", {"code": "bad_message", "message": "send JSON objects such as "

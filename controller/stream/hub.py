@@ -152,6 +152,9 @@ class StreamHub:
     def unsubscribe(self, client: StreamClient, data: Any) -> dict[str, Any]:
         """Drop one subscription (`{"id"}`) or all (no id); the `unsubscribed` data."""
         sub_id = data.get("id") if isinstance(data, dict) else None
+        if sub_id is not None and not isinstance(sub_id, str):
+            raise StreamError("validation_failed", "unsubscribe takes {\"id\": \"<subscription id>\"}, or no id for all",
+                              [{"field": "id", "problem": "should be a string"}])
         if sub_id is None:
             ids = list(client.subs)
         elif sub_id in client.subs:

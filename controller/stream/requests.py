@@ -9,6 +9,7 @@ connection stays open. Each request spends one request of the client's rate budg
 """
 from __future__ import annotations
 
+import logging
 from typing import Any, Callable
 
 from controller.security.guard import Guard
@@ -16,6 +17,8 @@ from controller.stream.admission import spend_message
 from controller.stream.client import StreamClient
 from controller.stream.hub import StreamHub
 from controller.stream.subscriptions import StreamError
+
+log = logging.getLogger("tpmon.controller.stream")
 
 Reply = tuple[str, Any]
 Handler = Callable[[StreamHub, StreamClient, Any], Reply]
@@ -52,5 +55,9 @@ def handle(hub: StreamHub, guard: Guard, client: StreamClient, event: Any, data:
             guard.audit.record("authz.denied", who=client.principal.subject, what=f"stream {event}",
                                where=client.conn.address, trace="", outcome="refused", reason=exc.message)
         reply = ("error", exc.to_json(event if isinstance(event, str) else None))
+    except Exception:  # a defect of ours: the client is told, the connection and the others go on
+        log.exception("stream request %r failed", event)
+        reply = ("error", {"code": "internal_error", "message": "the request failed on the controller; it is logged",
+                           "details": [], "request": event if isinstance(event, str) else None})
     hub.reply(client, *reply)
     return reply
