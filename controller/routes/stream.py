@@ -138,7 +138,7 @@ async def _first_message_auth(app: web.Application, ws: web.WebSocketResponse, a
     try:
         msg = await ws.receive(timeout=AUTH_TIMEOUT_S)
         doc = json.loads(msg.data) if msg.type is WSMsgType.TEXT else None
-    except (TimeoutError, ValueError):
+    except (TimeoutError, ValueError, RecursionError):
         doc = None
     token = None
     if isinstance(doc, dict) and doc.get("event") == "auth" and isinstance(doc.get("data"), dict):
