@@ -231,6 +231,7 @@ def _subscribe_frames(transport: str, n: int, token: str) -> bytes:
     return connect + client_frame(("42" + json.dumps(["subscribe", data])).encode())
 
 
+@pytest.mark.slow  # seconds: the stalled client's buffers must fill
 @pytest.mark.parametrize("transport", ["ws", "sio"])
 async def test_a_stalled_client_delays_no_one_and_is_told_then_dropped(tmp_path, transport):
     app = stream_app(tmp_path, stations=12, stream_max_buffer_bytes=65536, stream_stall_timeout_ms=1000)
