@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import time
 
 import jwt
@@ -52,8 +53,13 @@ async def call(client, method: str, path: str, token: str | None = None, **kwarg
     return resp.status, await resp.json(content_type=None)
 
 
-def filled(path: str) -> str:
-    return path.replace("{stationId}", "Station-1").replace("{extension}", "3333").replace("{", "").replace("}", "")
+def filled(endpoint) -> str:
+    """The endpoint's path with every parameter filled with a value its route pattern accepts."""
+    path = endpoint.path.replace("{stationId}", "Station-1").replace("{extension}", "3333")
+    for name in re.findall(r"{(\w+)}", path):
+        prefix = endpoint.route_patterns.get(name, "").split("[")[0]  # e.g. alert_[^/]* -> alert_
+        path = path.replace("{" + name + "}", prefix + "x1")
+    return "/api/v1" + path
 
 
 # --- refused tokens: 401 with a reason, never the secret ------------------------------------------
@@ -144,7 +150,7 @@ async def test_every_protected_endpoint_refuses_a_missing_token(client):
     protected = [e for e in endpoints(client.app) if e.permission is not None]
     assert {e.path for e in protected} >= {"/snapshots", "/catalog", "/config/knobs/{stationId}/{extension}"}
     for endpoint in protected:
-        resp = await client.request(endpoint.method, "/api/v1" + filled(endpoint.path), json={})
+        resp = await client.request(endpoint.method, filled(endpoint), json={})
         assert resp.status == 401, f"{endpoint.method} {endpoint.path}"
 
 
@@ -164,7 +170,7 @@ async def test_every_endpoint_beyond_reading_refuses_a_viewer(client):
     token = token_for(client.data_dir, "viewer")
     for endpoint in endpoints(client.app):
         if endpoint.permission not in (None, Permission.READ_METRICS):
-            status, _ = await call(client, endpoint.method, "/api/v1" + filled(endpoint.path), token, json={})
+            status, _ = await call(client, endpoint.method, filled(endpoint), token, json={})
             assert status == 403, f"{endpoint.method} {endpoint.path}"
 
 
