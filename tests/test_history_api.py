@@ -33,7 +33,8 @@ async def loaded(tmp_path):
     """An app whose store holds 20 minutes of Station-1/3333 ending 2 minutes ago (1.5 s apart)."""
     app = make_app(tmp_path)
     async with TestClient(TestServer(app), headers=bearer(tmp_path)) as client:
-        samples = Samples(800, every=1.5, start=time.time() - 1320)
+        # Half a second past a whole minute: no sample sits on a minute boundary, so each minute holds 40.
+        samples = Samples(800, every=1.5, start=time.time() // 60 * 60 - 1320 + 0.5)
         store = app[keys.HISTORY]
         for i in range(samples.n):
             store.append(Point("Station-1", "3333"), float(samples.times[i]), samples.row(i))
@@ -95,7 +96,7 @@ async def test_default_resolution_follows_the_range(loaded, time_range, resoluti
 
 async def test_a_short_window_defaults_to_raw_and_the_api_alias_answers_too(loaded):
     client, samples, _ = loaded
-    query = f"{POINT}&from={iso(samples.times[10])}&to={iso(samples.times[10] + 120)}&fields=latency.jitter"
+    query = f"{POINT}&from={iso(samples.times[10])}&to={iso(samples.times[90])}&fields=latency.jitter"  # 120 s
     status, doc = await get(client, query)
     assert status == 200 and doc["resolution"] == "raw" and doc["count"] == 80
     resp = await client.get(f"/api/snapshots/history?{query}")
