@@ -71,6 +71,7 @@ def create_app(settings: ControllerSettings, *, registry: CollectorRegistry | No
     link.on_received = lambda name: metrics.link_frames.labels(name).inc()
     cache = SnapshotCache(topology, live, clock)
     metrics.bind(lambda: cache.hit_ratio, live.total_gaps, knobs.outstanding)
+    metrics.bind_history(lambda: metrics_history.stats, lambda: metrics_history.queued)
 
     app[keys.SETTINGS], app[keys.TOPOLOGY], app[keys.CLOCK] = settings, topology, clock
     app[keys.STARTED_AT] = clock.monotonic()

@@ -59,6 +59,18 @@ class ControllerMetrics:
         """Mean duration of the last requests, in ms (the health endpoint's apiLatency)."""
         return 1000 * sum(self._recent) / len(self._recent) if self._recent else 0.0
 
+    def bind_history(self, stats: Callable[[], Any], queued: Callable[[], int]) -> None:
+        """History store figures, read at scrape time (`stats()` is its HistoryStats)."""
+        for name, text, read in (
+                ("history_samples_stored", "Samples accepted into the history store", lambda: stats().samples),
+                ("history_samples_late", "Samples dropped: older than their point's open minute", lambda: stats().late),
+                ("history_samples_future", "Samples dropped: measured too far ahead of the controller's clock",
+                 lambda: stats().future),
+                ("history_write_errors", "History flushes that failed (retried with the same samples)",
+                 lambda: stats().write_errors),
+                ("history_queue_depth", "Samples waiting for the history writer", queued)):
+            Gauge(name, text, registry=self.registry).set_function(read)
+
     def bind(self, hit_ratio: Callable[[], float], gaps: Callable[[], int], outstanding: Callable[[], int]) -> None:
         """Gauges read at scrape time from the services that own the figures."""
         self.cache_hit_ratio.set_function(hit_ratio)

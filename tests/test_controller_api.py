@@ -213,7 +213,7 @@ async def test_health_has_the_plans_shape(client):
     assert set(doc["systemMetrics"]) == {"apiLatency", "dbConnections", "cacheHitRate", "queueDepth"}
     assert doc["status"] == "degraded" and "6 of 6 points not active" in doc["reasons"]
     assert doc["activeStations"] == 0 and doc["lastDataUpdate"] is None
-    assert doc["systemMetrics"]["dbConnections"] == 1 and doc["systemMetrics"]["cacheHitRate"] == 1.0
+    assert doc["systemMetrics"]["dbConnections"] == 2 and doc["systemMetrics"]["cacheHitRate"] == 1.0  # config store + history writer
     assert doc["systemMetrics"]["apiLatency"] > 0 and isinstance(doc["uptime"], int)
 
 

@@ -171,7 +171,7 @@ class CatalogDocument(Body):
 
 class SystemMetrics(Body):
     apiLatency: float = Field(ge=0, description="Mean duration of recent requests, ms")
-    dbConnections: int = Field(ge=0, description="Open config store handles")
+    dbConnections: int = Field(ge=0, description="Open store handles: the config store plus the history store's SQLite connections")
     cacheHitRate: float = Field(ge=0, le=1, description="Snapshot requests served from prebuilt bytes")
     queueDepth: int = Field(ge=0, description="Unacknowledged knob sets plus requests waiting for an ACK")
 

@@ -14,6 +14,7 @@ from controller.errors import json_response
 from controller.live import Status
 from controller.routes import Endpoint, Reply, add_endpoint
 
+HISTORY_BACKLOG = 10_000  # samples waiting for the history writer (~1 min of 24 points): it is failing or slow
 STALE_SNAPSHOT_TICKS = 10  # a snapshot older than this many ticks means the build loop is stuck
 
 
@@ -43,6 +44,8 @@ def health_status(app: web.Application) -> tuple[str, list[str]]:
     not_active = len(app[keys.LIVE].points) - counts[Status.ACTIVE]
     if not_active:
         reasons.append(f"{not_active} of {len(app[keys.LIVE].points)} points not active")
+    if app[keys.HISTORY].queued > HISTORY_BACKLOG:
+        reasons.append(f"history writer is behind: {app[keys.HISTORY].queued} samples waiting")
     if app[keys.KNOBS].rejected:
         reasons.append(f"{len(app[keys.KNOBS].rejected)} points refused their knob set")
     return ("degraded" if reasons else "healthy"), reasons
@@ -60,7 +63,7 @@ def health_document(app: web.Application) -> dict[str, Any]:
         "lastDataUpdate": iso_ms(live.last_sample_wall),
         "systemMetrics": {
             "apiLatency": round(app[keys.METRICS].recent_latency_ms(), 3),
-            "dbConnections": app[keys.STORE].open_handles,
+            "dbConnections": app[keys.STORE].open_handles + app[keys.HISTORY].open_handles,
             "cacheHitRate": round(app[keys.SNAPSHOTS].hit_ratio, 4),
             "queueDepth": app[keys.KNOBS].outstanding(),
         },
