@@ -189,14 +189,14 @@ class KnobHistory:
 
     async def record(self, drafts: Iterable[Draft], who: Attribution) -> list[Change]:
         """Store one record per draft (one write for all of them) with the minute before as `before`."""
-        now = self.clock.wall()
+        now, drafts = self.clock.wall(), list(drafts)
+        if not drafts:
+            return []
+        befores = await asyncio.gather(*(self._mean(d.point, now - self.window_s, now) for d in drafts))
         changes = []
-        for draft in drafts:
-            before = await self._mean(draft.point, now - self.window_s, now)
+        for draft, before in zip(drafts, befores):
             changes.append(Change(self._next_seq, draft.point, draft.version, dict(draft.knobs), now, who, before))
             self._next_seq += 1
-        if not changes:
-            return []
         overflow = max(0, len(self._changes) + len(changes) - self.max_changes)
         dropped = [c.seq for c in self._changes[:overflow]]
 
@@ -227,7 +227,8 @@ class KnobHistory:
                if not c.after_filled and c.changed_at + self.window_s + self.settle_s <= now]
         if not due or self.metrics is None:
             return 0
-        after = {c.seq: await self._mean(c.point, c.changed_at, c.changed_at + self.window_s) for c in due}
+        means = await asyncio.gather(*(self._mean(c.point, c.changed_at, c.changed_at + self.window_s) for c in due))
+        after = {c.seq: mean for c, mean in zip(due, means)}
 
         def fill(doc: dict[str, Any]) -> None:
             doc["after"], doc["after_filled"] = after[doc["seq"]], True
