@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import socket
 import statistics
 import time
@@ -11,6 +12,7 @@ from pathlib import Path
 import pytest
 import zmq
 
+from shared import curve_keys
 from shared.metrics import METRICS, MetricType, out_of_bounds
 from tests.procs import get_json, post_json, request, start_agent, start_controller, wait_until
 
@@ -186,23 +188,42 @@ def test_unknown_points_are_404(system, path):
 
 
 def test_garbage_on_the_link_port_does_not_disturb_the_controller(system):
-    _, controller, _, base, link_port, _ = system
+    tmp, controller, _, base, link_port, _ = system
     with socket.create_connection(("127.0.0.1", link_port)) as raw:
-        raw.sendall(bytes(range(256)) * 40)
-    ctx = zmq.Context.instance()
-    dealer = ctx.socket(zmq.DEALER)
-    dealer.setsockopt(zmq.LINGER, 0)
-    dealer.setsockopt(zmq.ROUTING_ID, b"Station-2")
-    dealer.connect(f"tcp://127.0.0.1:{link_port}")
-    for junk in (b"", b"\xc1\xc1", b"not msgpack at all", json.dumps({"type": "sample"}).encode()):
-        dealer.send(junk)
-    dealer.send_multipart([b"a", b"b", b"c"])
+        raw.sendall(bytes(range(256)) * 40)  # not even a ZMTP greeting
+    plain = _dealer(link_port)  # a plaintext peer: refused at the CURVE handshake
+    _send_junk(plain)
+    keyed = _dealer(link_port, tmp / "keys", "Station-2")  # a listed key: its junk reaches the decoder
+    _send_junk(keyed)
     time.sleep(0.5)
-    dealer.close()
+    plain.close()
+    keyed.close()
     assert controller.exited() is None
     wait_until(lambda: both_active(base), 5, controller)
     _, metrics_text, _ = request(f"{base}/metrics")
-    assert "malformed" in metrics_text
+    malformed = re.search(r'^link_frames_malformed(?:_total)? (\S+)', metrics_text, re.M)
+    assert malformed and float(malformed.group(1)) >= 5, metrics_text[-2000:]
+
+
+def _dealer(link_port: int, keys: Path | None = None, station: str | None = None) -> zmq.Socket:
+    dealer = zmq.Context.instance().socket(zmq.DEALER)
+    dealer.setsockopt(zmq.LINGER, 0)
+    dealer.setsockopt(zmq.SNDTIMEO, 2000)  # a peer whose handshake fails has no pipe: never block the test on it
+    if keys is not None and station is not None:
+        own = curve_keys.load_keypair(curve_keys.secret_file(curve_keys.agent_folder(keys), station))
+        dealer.curve_secretkey, dealer.curve_publickey = own.secret, own.public
+        dealer.curve_serverkey = curve_keys.load_public(curve_keys.public_file(keys, curve_keys.CONTROLLER))
+    dealer.connect(f"tcp://127.0.0.1:{link_port}")
+    return dealer
+
+
+def _send_junk(dealer: zmq.Socket) -> None:
+    try:
+        for junk in (b"", b"\xc1\xc1", b"not msgpack at all", json.dumps({"type": "sample"}).encode()):
+            dealer.send(junk)
+        dealer.send_multipart([b"a", b"b", b"c"])
+    except zmq.Again:
+        pass  # the refused plaintext peer: nothing to deliver to
 
 
 def test_agent_runs_on_the_python_twins(tmp_path: Path):

@@ -13,7 +13,7 @@ from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from controller.alerts.rules import MAX_DURATION_MS, MAX_WINDOW_MS
-from controller.api.models import STATION_PATTERN, STATION_SCHEMA, BodyModel, CommaList, QueryModel, StationList
+from controller.api.models import NAME_PATTERN, STATION_PATTERN, STATION_SCHEMA, BodyModel, CommaList, QueryModel, StationList
 from controller.api.responses import Body
 from shared.metrics import METRICS, METRICS_BY_ID, MetricType
 from shared.topology import EXTENSIONS
@@ -21,7 +21,6 @@ from shared.topology import EXTENSIONS
 THRESHOLD_METRICS = [m.metric_id for m in METRICS if m.type is not MetricType.TIMESTAMP]
 RULE_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 ALERT_ID_PATTERN = r"^alert_[0-9]{8}_[0-9]{6}_[0-9]{3,6}$"
-NAME_PATTERN = r"^[^\s](?:[^\r\n]*[^\s])?$"  # one line, no leading or trailing space
 
 
 def _known_metric(name: str) -> str:

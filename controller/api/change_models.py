@@ -16,7 +16,7 @@ from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from controller.api.catalog_schemas import NO_KNOBS, CatalogModel, KnobChange
-from controller.api.models import STATION_PATTERN, BodyModel, CommaList, QueryModel
+from controller.api.models import NAME_PATTERN, STATION_PATTERN, BodyModel, CommaList, QueryModel
 from controller.api.responses import Body, Problem
 from controller.knob_history import KEY_METRICS, SOURCES
 from shared.knobs import KNOBS, KNOBS_BY_NAME
@@ -25,7 +25,6 @@ from shared.topology import EXTENSIONS
 REASON = Field(None, max_length=500, description="Why: kept with every knob change in the knob history")
 TEMPLATE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
 # No leading or trailing space, no line breaks: a name is one line an operator can type.
-NAME_PATTERN = r"^[^\s](?:[^\r\n]*[^\s])?$"
 CATEGORY_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
 CURSOR_PATTERN = r"^([0-9]{1,12}:[a-z0-9_]{1,64})?$"
 SOURCE_DOC = (f"Where the change came from: {', '.join(SOURCES)} (an open set: later sources add values)")

@@ -19,6 +19,11 @@ from shared.topology import EXTENSIONS
 STATION_PATTERN = r"^Station-[1-9][0-9]{0,3}$"
 STATION_SCHEMA = {"type": "string", "pattern": STATION_PATTERN, "examples": ["Station-1"]}
 
+# A one-line name with no leading or trailing space and no control characters. Spelled with
+# explicit classes, not \s: Python's \s also matches \x1c-\x1f, ECMA's (JSON Schema) does not,
+# and a client validating against the document must agree with the server.
+NAME_PATTERN = r"^[^\x00-\x20\x7f](?:[^\x00-\x1f\x7f]*[^\x00-\x20\x7f])?$"
+
 
 class QueryModel(BaseModel):
     """Query parameters of one endpoint: every name declared, any other refused with a 400 naming it."""
