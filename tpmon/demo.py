@@ -154,6 +154,10 @@ def _print_banner(args: argparse.Namespace, data: Path, topo: Topology, tokens: 
     print(f"  health      {base}/api/v1/health")
     print(f"  catalog     {base}/api/v1/catalog")
     print(f"  knobs       {base}/api/v1/config/knobs/Station-1/3333")
+    print(f"  alerts      {base}/api/v1/alerts")
+    print(f"  history     {base}/api/v1/snapshots/history?station=Station-4&extension=3333&timeRange=1h")
+    print(f"  stream      ws://127.0.0.1:{args.http_port}/api/v1/ws   (Socket.IO: {base})")
+    print(f"  api doc     {base}/api/v1/openapi.json")
     print(f"  controller  {base}/metrics")
     if args.exporter_base_port:
         last = args.exporter_base_port + len(topo.stations) - 1
@@ -162,8 +166,8 @@ def _print_banner(args: argparse.Namespace, data: Path, topo: Topology, tokens: 
                                        for i, s in enumerate(topo.stations, 1)
                                        if station_profile(i, args.seed).degraded))
     for role, path in tokens.items():
-        print(f"  {role + ' token':<14}{path.read_text().strip()}")
-        print(f"  {'':<14}(saved in {path}; valid {DEMO_TOKEN_TTL_S // 3600} h, `tpmon token` mints others)")
+        print(f"  {role:<12}{path.read_text().strip()}")
+        print(f"  {'':<12}({role} token, saved in {path}; valid {DEMO_TOKEN_TTL_S // 3600} h, `tpmon token` mints others)")
     print(f"  try         export TOKEN=$(cat {tokens['operator']})")
     print(f"              curl -s -H \"Authorization: Bearer $TOKEN\" -X POST {base}/api/v1/config/knobs/Station-1/3333 "
           "-H 'Content-Type: application/json' -d '{\"agc_target_level\": -12}'")
