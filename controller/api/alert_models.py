@@ -121,9 +121,9 @@ def _extensions(names: tuple[str, ...]) -> tuple[str, ...]:
 
 
 Severities = Annotated[CommaList, AfterValidator(_severities), WithJsonSchema({
-    "type": "array", "items": {"type": "string", "enum": ["warning", "critical"]}})]
+    "type": "array", "minItems": 1, "items": {"type": "string", "enum": ["warning", "critical"]}})]
 Extensions = Annotated[CommaList, AfterValidator(_extensions), WithJsonSchema({
-    "type": "array", "items": {"type": "string", "enum": list(EXTENSIONS)}})]
+    "type": "array", "minItems": 1, "items": {"type": "string", "enum": list(EXTENSIONS)}})]
 
 
 class AlertQuery(QueryModel):

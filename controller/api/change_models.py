@@ -48,7 +48,7 @@ def _known_knobs(names: tuple[str, ...]) -> tuple[str, ...]:
 
 
 KnobNames = Annotated[CommaList, AfterValidator(_known_knobs), WithJsonSchema({
-    "type": "array", "items": {"type": "string", "enum": [k.name for k in KNOBS]}})]
+    "type": "array", "minItems": 1, "items": {"type": "string", "enum": [k.name for k in KNOBS]}})]
 
 
 _RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)")

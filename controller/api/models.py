@@ -40,9 +40,15 @@ class NoQuery(QueryModel):
 
 
 def split_commas(value: Any) -> Any:
-    """`a, b,c` -> ("a", "b", "c"); empty items are dropped, so `?stations=` means none given."""
+    """`a, b,c` -> ("a", "b", "c"). An empty item (`?stations=`, `a,,b`, `a,`) is refused: the
+    document says each item is one of the listed values, so the server must not read "" as
+    "none given" (schemathesis checks exactly that); leaving the parameter out is the default."""
     if isinstance(value, str):
-        return tuple(part.strip() for part in value.split(",") if part.strip())
+        parts = tuple(part.strip() for part in value.split(","))
+        if not all(parts):
+            raise PydanticCustomError("empty_item", "an empty item in the comma-separated list; "
+                                                    "leave the parameter out to get the default")
+        return parts
     return value
 
 
@@ -56,9 +62,9 @@ def _catalog_fields(names: tuple[str, ...]) -> tuple[str, ...]:
 
 
 CommaList = Annotated[tuple[str, ...], BeforeValidator(split_commas)]
-StationList = Annotated[CommaList, WithJsonSchema({"type": "array", "items": STATION_SCHEMA})]
+StationList = Annotated[CommaList, WithJsonSchema({"type": "array", "minItems": 1, "items": STATION_SCHEMA})]
 MetricFields = Annotated[CommaList, AfterValidator(_catalog_fields), WithJsonSchema({
-    "type": "array", "items": {"type": "string", "enum": [*(m.key for m in METRICS), *CATEGORIES]}})]
+    "type": "array", "minItems": 1, "items": {"type": "string", "enum": [*(m.key for m in METRICS), *CATEGORIES]}})]
 
 
 class SnapshotQuery(QueryModel):
