@@ -14,7 +14,7 @@ from controller.api.params import body_of, query_of
 from controller.errors import ApiError, json_response
 from controller.routes import Endpoint, Reply, add_endpoint
 from controller.routes.snapshots import scoped_stations
-from controller.routes.thresholds import audit_rule, visible_rules
+from controller.routes.thresholds import audit_rule, save_rule, visible_rules
 from controller.security.guard import client_address, principal_of
 from controller.security.principal import Permission
 
@@ -85,14 +85,7 @@ async def dismiss(request: web.Request) -> web.Response:
 
 
 async def configure(request: web.Request) -> web.Response:
-    body = body_of(request, RuleBody)
-    service = request.app[keys.ALERTS]
-    async with service.edits:
-        rule = edits.configured(body, service.rules, principal_of(request).stations, request.app[keys.TOPOLOGY])
-        created = service.rules.get(rule.id) is None
-        rule = await service.save_rule(rule, principal_of(request).subject)
-    audit_rule(request, f"alert rule {rule.id}", rule, "created" if created else "updated")
-    return json_response(rule.to_json(), status=201 if created else 200)
+    return await save_rule(request, edits.configured, body_of(request, RuleBody), "alert rule")
 
 
 async def get_rules(request: web.Request) -> web.Response:

@@ -1,6 +1,8 @@
 """GET/POST /api/v1/config/metrics: metric thresholds (the plan's body), one per metric and scope."""
 from __future__ import annotations
 
+from typing import Any, Callable
+
 from aiohttp import web
 
 from controller import keys, logs
@@ -36,13 +38,17 @@ async def get_thresholds(request: web.Request) -> web.Response:
 
 
 async def post_threshold(request: web.Request) -> web.Response:
-    body = body_of(request, ThresholdBody)
+    return await save_rule(request, edits.threshold, body_of(request, ThresholdBody), "threshold")
+
+
+async def save_rule(request: web.Request, build: Callable[..., Rule], body: Any, what: str) -> web.Response:
+    """Build a rule from `body` against the rules in force, store it, audit it: 201 when new, else 200."""
     service = request.app[keys.ALERTS]
-    async with service.edits:
-        rule = edits.threshold(body, service.rules, principal_of(request).stations, request.app[keys.TOPOLOGY])
+    async with service.edits:  # build and save as one step, so two edits never build on the same old set
+        rule = build(body, service.rules, principal_of(request).stations, request.app[keys.TOPOLOGY])
         created = service.rules.get(rule.id) is None
         rule = await service.save_rule(rule, principal_of(request).subject)
-    audit_rule(request, f"threshold {rule.id}", rule, "created" if created else "updated")
+    audit_rule(request, f"{what} {rule.id}", rule, "created" if created else "updated")
     return json_response(rule.to_json(), status=201 if created else 200)
 
 
