@@ -133,7 +133,6 @@ def test_knob_history_keeps_the_metrics_before_and_after_a_change(system):
 # --- kill -9 in the middle of configuration writes --------------------------------------------
 
 def test_controller_kill9_mid_config_write_loses_nothing_acknowledged(tmp_path):
-    import random
     import threading
 
     controller, base, link_port = start_controller(tmp_path, stations=1, ack_timeout_ms=500)
@@ -164,7 +163,7 @@ def test_controller_kill9_mid_config_write_loses_nothing_acknowledged(tmp_path):
         wait_until(lambda: System(tmp_path, base, controller, {}, link_port).active("Station-1"), 30, agent)
         writer = threading.Thread(target=write_forever)
         writer.start()
-        time.sleep(1.5 + random.random())
+        wait_until(lambda: len(acked) >= 15, 30, controller)  # well into the writes, then kill mid-stream
         controller.kill9()
         stop.set()
         writer.join(10)

@@ -12,10 +12,10 @@ from typing import Any, Literal
 from pydantic import Field
 from pydantic.json_schema import SkipJsonSchema
 
-from controller.api.catalog_schemas import CatalogModel, metric_schema
+from controller.api.catalog_schemas import CatalogModel, by_category, metric_schema
 from controller.api.models import STATION_PATTERN, MetricFields, QueryModel
 from controller.api.responses import Body
-from shared.metrics import CATEGORIES, Metric, MetricKind, MetricType, metrics_in
+from shared.metrics import Metric, MetricKind, MetricType
 from shared.topology import EXTENSIONS
 
 TIME_RANGES = ("1h", "6h", "24h", "7d", "30d")
@@ -84,10 +84,7 @@ class HistoryMetrics(CatalogModel):
 
     @classmethod
     def catalog_schema(cls) -> dict[str, Any]:
-        categories = {category: {"type": "object", "additionalProperties": False,
-                                 "properties": {m.name: _history_metric(m) for m in metrics_in(category)}}
-                      for category in CATEGORIES}
-        return {"type": "object", "properties": categories, "additionalProperties": False}
+        return by_category(_history_metric)
 
 
 class HistoryPoint(Body):
