@@ -9,15 +9,52 @@ writes stay in order. One file per concern keeps each rewrite small.
 from __future__ import annotations
 
 import asyncio
+import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 from tinydb import TinyDB
+from tinydb.storages import Storage
 
-from controller.config_store import AtomicJSONStorage
+from shared.atomic_file import atomic_write, remove_leftovers
+from shared.config import ConfigError
 
 T = TypeVar("T")
+
+
+class AtomicJSONStorage(Storage):
+    """TinyDB storage that replaces the whole file atomically on every write.
+
+    TinyDB's JSONStorage truncates and rewrites in place, so a crash mid-write leaves a
+    torn file. Here a reader (or a restarted controller) sees either the previous or the
+    new complete file: write a sibling temp file, fsync it, rename over the target, then
+    fsync the directory so the rename itself survives a power cut.
+    """
+
+    def __init__(self, path: str | Path, **_: Any) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        remove_leftovers(self.path)
+
+    def read(self) -> dict[str, Any] | None:
+        try:
+            text = self.path.read_text()
+        except FileNotFoundError:
+            return None
+        if not text.strip():
+            return None
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"config store {self.path} is not valid JSON ({exc}); "
+                              "restore it from a backup or remove it to start from defaults") from None
+
+    def write(self, data: dict[str, Any]) -> None:
+        atomic_write(self.path, json.dumps(data, separators=(",", ":")).encode())
+
+    def close(self) -> None:
+        pass
 
 
 class DocumentFile:

@@ -28,7 +28,7 @@ def run(args: argparse.Namespace) -> int:
     # Imported here so `tpmon --help` and other subcommands do not pay for aiohttp and zmq.
     from shared.config import ConfigError
 
-    from controller import logs
+    from controller.http import logs
     from controller.settings import load_settings
 
     overrides = {key: getattr(args, key, None) for key in
@@ -51,9 +51,9 @@ async def serve(settings: Any) -> int:
     import zmq
     from aiohttp import web
 
-    from controller import keys
+    from controller.app_keys import SERVICES
     from controller.app import create_app
-    from controller.tls import server_context
+    from controller.http.tls import server_context
     from shared.config import ConfigError
 
     from controller.security.secret_files import SecretError
@@ -77,8 +77,8 @@ async def serve(settings: Any) -> int:
     host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::") else settings.http_host
     scheme = "https" if settings.tls else "http"
     log.info("controller ready: %s://%s:%d/api/v1/snapshots, agent link %s, data %s",
-             scheme, host, settings.http_port, app[keys.LINK].endpoint, settings.store_path,
-             extra={"metadata": {"httpPort": settings.http_port, "link": app[keys.LINK].endpoint}})
+             scheme, host, settings.http_port, app[SERVICES].link.endpoint, settings.store_path,
+             extra={"metadata": {"httpPort": settings.http_port, "link": app[SERVICES].link.endpoint}})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 _LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
-class ControllerMetrics:
+class ControllerTelemetry:
     def __init__(self, registry: CollectorRegistry, recent: int = 256) -> None:
         self.registry = registry
         self.request_duration = Histogram(

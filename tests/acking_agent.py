@@ -9,7 +9,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
 
-from controller import keys
+from controller.app_keys import SERVICES
 from controller.app import create_app
 from controller.clock import Clock
 from controller.security import secret_files
@@ -66,7 +66,7 @@ class AckingAgent(FakeAgent):
 
 
 async def start_agents(client: TestClient, modes: dict[str, str], delay: float = 0.0) -> dict[str, AckingAgent]:
-    endpoint = client.app[keys.LINK].endpoint
+    endpoint = client.app[SERVICES].link.endpoint
     agents = {station: AckingAgent(endpoint, station, mode, delay) for station, mode in modes.items()}
     for agent in agents.values():
         await agent.start()
@@ -81,6 +81,6 @@ async def signed(client: TestClient, method: str, path: str, doc: Any = None,
                  headers: dict[str, str] | None = None):
     """A request signed with the controller's signing secret (the app's data_dir)."""
     body = b"" if doc is None else json.dumps(doc).encode()
-    secret = signing_secret(client.app[keys.SETTINGS].data_dir)
+    secret = signing_secret(client.app[SERVICES].settings.data_dir)
     sent = {"Content-Type": "application/json", **signed_headers(secret, method, path, body), **(headers or {})}
     return await client.request(method, path, data=body, headers=sent)

@@ -14,7 +14,7 @@ from aiohttp import ClientWebSocketResponse, WSMsgType, web
 from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
 
-from controller import keys
+from controller.app_keys import SERVICES
 from controller.app import create_app
 from controller.clock import Clock
 from controller.settings import ControllerSettings
@@ -29,10 +29,10 @@ def stream_app(tmp_path: Path, clock: Clock | None = None, **overrides: Any) -> 
 
 async def feed_samples(app: web.Application, period: float = 0.15) -> None:
     """Record a sample for every point every `period`, like agents would (cancel the task to stop)."""
-    live, seq = app[keys.LIVE], 0
+    live, seq = app[SERVICES].live, 0
     while True:
         seq += 1
-        for point in app[keys.TOPOLOGY].points:
+        for point in app[SERVICES].topology.points:
             live.record_sample(point, {"seq": seq, "metrics": [float(i) + seq / 7 for i in range(68)],
                                        "measured_at": time.time(), "knob_version": 1})
         await asyncio.sleep(period)

@@ -11,7 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
-from controller import keys
+from controller.app_keys import SERVICES
 from controller.alerts.engine import INDEX
 from controller.app import create_app
 from controller.clock import ManualClock
@@ -51,7 +51,7 @@ def feed(app: web.Application, clock: ManualClock, point: Point, metric_id: str,
         clock.advance(1.0)
         values: list[Any] = [None] * METRIC_COUNT
         values[INDEX[metric_id]] = value
-        for observe in app[keys.INGEST].sample_observers:
+        for observe in app[SERVICES].ingest.sample_observers:
             observe(point, clock.wall(), values)
 
 
@@ -131,7 +131,7 @@ async def test_bad_thresholds_are_400s_naming_each_field_and_change_nothing(clie
 
 async def test_an_alert_in_the_plans_shape_acknowledged_once_then_dismissed(client, clock):
     events: list[dict] = []
-    client.app[keys.EVENTS].subscribe(lambda e, d: events.append(d) if e == "alert" else None)
+    client.app[SERVICES].events.subscribe(lambda e, d: events.append(d) if e == "alert" else None)
     alert = await latency_alert(client, clock)
     assert set(alert) >= {"id", "severity", "type", "metric", "station", "extension", "value", "threshold",
                           "duration", "message", "timestamp", "acknowledged", "acknowledgedBy", "acknowledgedAt",
@@ -318,7 +318,7 @@ async def test_resolved_alerts_are_kept_up_to_the_configured_count(tmp_path, clo
         for _ in range(4):
             feed(app, clock, S1, "latency_end_to_end", 100)
             feed(app, clock, S1, "latency_end_to_end", 350)
-        await app[keys.ALERTS].book.flush()
+        await app[SERVICES].alerts.book.flush()
         kept = await ok(await c.get(f"{ALERTS}?state=all"))
         assert kept["total"] == 3 and [a["resolved"] for a in kept["alerts"]] == [False, True, True]
 

@@ -7,8 +7,8 @@ import json
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from controller import keys
-from controller.batch import lenient_subset
+from controller.app_keys import SERVICES
+from controller.knobs.batch import lenient_subset
 from shared.knobs import defaults
 from shared.topology import Point
 from tests.acking_agent import make_app, signed, start_agents
@@ -42,7 +42,7 @@ async def state(client) -> dict:
 
 
 def history_sources(client, station, ext) -> list[tuple[str, str | None]]:
-    return [(c.who.source, c.who.batch_id) for c in client.app[keys.KNOB_HISTORY].changes_of(Point(station, ext))]
+    return [(c.who.source, c.who.batch_id) for c in client.app[SERVICES].knob_changes.changes_of(Point(station, ext))]
 
 
 # --- validation -------------------------------------------------------------------------------
@@ -57,7 +57,7 @@ async def test_strict_with_one_bad_knob_changes_nothing(client):
     assert resp.status == 400 and doc["error"]["code"] == "validation_failed", doc
     assert {d["field"] for d in doc["error"]["details"]} == {"settings.nr_level", "settings.no_such_knob"}
     assert await state(client) == before
-    assert len(client.app[keys.KNOB_HISTORY]) == 0
+    assert len(client.app[SERVICES].knob_changes) == 0
     assert all(not a.received for a in client.agents.values())
 
 
@@ -139,7 +139,7 @@ async def test_rollback_restores_every_changed_target_when_one_agent_is_silent(c
     for point in POINTS:
         assert after[point]["config"] == before[point]["config"]
     assert [s for s, _ in history_sources(client, "Station-1", "3333")] == ["batch", "rollback"]
-    rollback = client.app[keys.KNOB_HISTORY].changes_of(Point("Station-1", "3333"))[-1]
+    rollback = client.app[SERVICES].knob_changes.changes_of(Point("Station-1", "3333"))[-1]
     assert rollback.knobs == {"agc_target_level": (-24.0, -18)} and doc["batchId"] in rollback.who.reason
 
 
@@ -189,7 +189,7 @@ async def test_the_batch_must_be_signed(client, tmp_path):
     assert resp.status == 401 and "does not match" in (await resp.json())["error"]["message"]
     resp = await signed(client, "POST", BATCH, body, headers=bearer(tmp_path, "viewer"))
     assert resp.status == 403
-    assert len(client.app[keys.KNOB_HISTORY]) == 0
+    assert len(client.app[SERVICES].knob_changes) == 0
 
 
 async def test_every_batch_is_audited(client, tmp_path):

@@ -10,7 +10,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
 from controller.app import create_app
-from controller.logs import JsonFormatter
+from controller.http.logs import JsonFormatter
 from controller.settings import ControllerSettings
 from shared.knobs import KNOB_COUNT
 from tests.auth import bearer
@@ -261,7 +261,7 @@ async def test_changes_and_errors_are_logged_at_info_fast_reads_at_debug(client,
 
 
 def test_log_lines_carry_the_current_trace_and_span():
-    from controller import logs
+    from controller.http import logs
     record = logging.LogRecord("tpmon.controller", logging.INFO, __file__, 1, "hello %s", ("world",), None)
     token_t, token_s = logs.trace_id.set("t" * 32), logs.span_id.set("s" * 16)
     try:

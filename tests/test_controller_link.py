@@ -10,7 +10,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
-from controller import keys
+from controller.app_keys import SERVICES
 from controller.app import create_app
 from controller.settings import ControllerSettings
 from tests.auth import bearer
@@ -31,7 +31,7 @@ async def ctl(tmp_path):
                                   **link_keys(tmp_path, 2))
     app = create_app(settings, registry=CollectorRegistry())
     async with TestClient(TestServer(app), headers=bearer(tmp_path)) as client:
-        client.endpoint = app[keys.LINK].endpoint
+        client.endpoint = app[SERVICES].link.endpoint
         client.keys = tmp_path / "keys"
         client.agents = []
         yield client
@@ -165,7 +165,7 @@ async def test_a_route_whose_connection_is_gone_is_forgotten(ctl):
     await agent.recv(MsgType.HEARTBEAT, 1.0)
     agent.close()
     await asyncio.sleep(0.5)  # a heartbeat finds the connection gone and drops the route
-    link = ctl.server.app[keys.LINK]
+    link = ctl.server.app[SERVICES].link
     assert "Station-1" not in link.known_stations()
     doc = await (await ctl.post(KNOBS_URL, json={"agc_enabled": False})).json()
     assert doc["applied"] is False and "offline" in doc["reason"]

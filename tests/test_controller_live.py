@@ -6,7 +6,7 @@ import math
 import pytest
 
 from controller.clock import ManualClock
-from controller.live import LiveState, Status
+from controller.live.state import LiveState, Status
 from shared import protocol
 from shared.metrics import METRICS, MetricType
 from shared.topology import Point, Topology

@@ -7,9 +7,9 @@ import json
 import pytest
 
 from controller.clock import ManualClock
-from controller.live import LiveState
-from controller.routes.cached import accepts_gzip, etag_matches
-from controller.snapshot import SnapshotCache, UnknownFields, UnknownStations
+from controller.live.state import LiveState
+from controller.http.cached import accepts_gzip, etag_matches
+from controller.live.snapshot import SnapshotCache, UnknownFields, UnknownStations
 from shared import protocol
 from shared.metrics import METRICS, MetricType
 from shared.topology import Point, Topology

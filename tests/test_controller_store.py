@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 from controller.clock import ManualClock
-from controller.config_store import DEFAULT_VERSION, AtomicJSONStorage, ConfigStore
+from controller.documents import AtomicJSONStorage, DocumentFile
+from controller.knobs.desired import DEFAULT_VERSION, DesiredKnobStore
 from shared.config import ConfigError
 from shared.knobs import defaults
 from shared.topology import Point, Topology
@@ -22,8 +23,8 @@ P1 = Point("Station-1", "3333")
 ROOT = Path(__file__).resolve().parents[1]
 
 
-async def open_store(path: Path, stations: int = 2) -> ConfigStore:
-    store = ConfigStore(path, Topology(stations), ManualClock())
+async def open_store(path: Path, stations: int = 2) -> DesiredKnobStore:
+    store = DesiredKnobStore(DocumentFile(path), Topology(stations), ManualClock())
     await store.open()
     return store
 
@@ -103,12 +104,12 @@ def test_atomic_storage_leaves_no_temp_files_and_cleans_old_ones(tmp_path):
 _WRITER = textwrap.dedent("""
     import asyncio, sys
     from controller.clock import SystemClock
-    from controller.config_store import ConfigStore
+    from controller.knobs.desired import DesiredKnobStore
     from shared.knobs import defaults
     from shared.topology import Point, Topology
 
     async def main(path):
-        store = ConfigStore(path, Topology(12), SystemClock())
+        store = DesiredKnobStore(DocumentFile(path), Topology(12), SystemClock())
         await store.open()
         points = Topology(12).points
         n = 0

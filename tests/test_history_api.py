@@ -10,7 +10,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
-from controller import keys
+from controller.app_keys import SERVICES
 from controller.app import create_app
 from controller.settings import ControllerSettings
 from shared.metrics import METRICS
@@ -35,7 +35,7 @@ async def loaded(tmp_path):
     async with TestClient(TestServer(app), headers=bearer(tmp_path)) as client:
         # Half a second past a whole minute: no sample sits on a minute boundary, so each minute holds 40.
         samples = Samples(800, every=1.5, start=time.time() // 60 * 60 - 1320 + 0.5)
-        store = app[keys.HISTORY]
+        store = app[SERVICES].history
         for i in range(samples.n):
             store.append(Point("Station-1", "3333"), float(samples.times[i]), samples.row(i))
         await store.flush()
@@ -124,7 +124,7 @@ async def test_pages_do_not_split_samples_that_share_a_millisecond(tmp_path):
     app = make_app(tmp_path)
     async with TestClient(TestServer(app), headers=bearer(tmp_path)) as client:
         samples = Samples(5, start=time.time() - 60)
-        store = app[keys.HISTORY]
+        store = app[SERVICES].history
         for i in (0, 1, 1, 1, 2, 3):  # three samples in the same millisecond
             store.append(Point("Station-1", "3333"), float(samples.times[i]), samples.row(i))
         await store.flush()

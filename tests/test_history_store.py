@@ -9,7 +9,7 @@ import pytest
 
 from controller.history import view
 from controller.history.tiers import TIER_BY_NAME
-from controller.live import json_value
+from controller.live.state import json_value
 from shared.metrics import METRICS
 from shared.topology import Point
 from tests.history_feed import Clocks, Samples, T0, expected_rollups

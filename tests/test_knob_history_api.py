@@ -10,10 +10,10 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from controller import keys
+from controller.app_keys import SERVICES
 from controller.clock import ManualClock, iso_ms
 from controller.documents import DocumentFile
-from controller.knob_history import KEY_METRICS, Attribution, Draft, KnobHistory
+from controller.knobs.changes import KEY_METRICS, Attribution, Draft, KnobChangeLog
 from shared.topology import Point, Topology
 from tests.acking_agent import make_app, signed, start_agents
 from tests.auth import bearer
@@ -43,7 +43,7 @@ class FakeMetrics:
 
 async def client_for(tmp_path: Path, clock: ManualClock, metrics: FakeMetrics | None) -> TestClient:
     app = make_app(tmp_path, clock=clock)
-    app[keys.KNOB_HISTORY].metrics = metrics
+    app[SERVICES].knob_changes.metrics = metrics
     client = TestClient(TestServer(app), headers=bearer(tmp_path))
     await client.start_server()
     return client
@@ -86,11 +86,11 @@ async def test_a_change_is_recorded_with_the_minute_before_and_later_the_minute_
     assert row["changedAt"] == iso_ms(t0) and row["batchId"] is None
     assert row["metricsBefore"]["latency.end_to_end"] == 100.0 and row["metricsBefore"]["packet.loss_rate"] == pytest.approx(0.02)
     assert row["metricsBefore"]["audioQuality.mos_score"] is None  # no sample of it in the window
-    settle = client.app[keys.KNOB_HISTORY].settle_s  # two history flushes and a second
+    settle = client.app[SERVICES].knob_changes.settle_s  # two history flushes and a second
     assert row["metricsAfter"] is None and row["metricsAfterDue"] == iso_ms(t0 + 60 + settle)
-    assert await client.app[keys.KNOB_HISTORY].fill_due() == 0  # the minute after is not over
+    assert await client.app[SERVICES].knob_changes.fill_due() == 0  # the minute after is not over
     clock.advance(66)
-    assert await client.app[keys.KNOB_HISTORY].fill_due() == 1
+    assert await client.app[SERVICES].knob_changes.fill_due() == 1
     after = {r["knob"]: r for r in (await page(client))["entries"]}["playout_delay"]["metricsAfter"]
     assert after["latency.end_to_end"] == 80.0 and after["packet.loss_rate"] == pytest.approx(0.01)
     assert (P, t0, t0 + 60) in metrics.calls and (P, t0 - 60, t0) in metrics.calls
@@ -100,7 +100,7 @@ async def test_every_path_is_recorded_and_published(setup):
     client, clock, _ = setup
     client.agents = await start_agents(client, {"Station-1": "ack"})
     events: list[tuple[str, dict[str, Any]]] = []
-    client.app[keys.EVENTS].subscribe(lambda name, data: events.append((name, data)))
+    client.app[SERVICES].events.subscribe(lambda name, data: events.append((name, data)))
     await client.post(KNOBS, json={"nr_level": "low"})
     await signed(client, "POST", "/api/v1/batch/apply-settings",
                  {"targets": {"stations": ["Station-1"], "extensions": ["3333"]}, "settings": {"nr_level": "moderate"},
@@ -188,13 +188,13 @@ async def test_after_windows_that_came_due_while_down_are_filled_on_start(tmp_pa
 
 async def test_records_of_versions_never_stored_are_dropped_on_open(tmp_path):
     clock, topology = ManualClock(), Topology(2)
-    history = KnobHistory(DocumentFile(tmp_path / "h.json"), topology, clock)
+    history = KnobChangeLog(DocumentFile(tmp_path / "h.json"), topology, clock)
     await history.open(lambda point: 1)
     await history.record([Draft(P, 2, {"agc_enabled": (True, False)})], Attribution("alice"))
     await history.record([Draft(P, 3, {"agc_enabled": (False, True)})], Attribution("alice"))
     await history.close()
     # The controller stopped after writing the record of version 3 and before storing it.
-    reopened = KnobHistory(DocumentFile(tmp_path / "h.json"), topology, clock)
+    reopened = KnobChangeLog(DocumentFile(tmp_path / "h.json"), topology, clock)
     await reopened.open(lambda point: 2)
     assert [c.version for c in reopened.changes_of(P)] == [2]
     [again] = await reopened.record([Draft(P, 3, {"nr_enabled": (True, False)})], Attribution("bob"))
@@ -204,7 +204,7 @@ async def test_records_of_versions_never_stored_are_dropped_on_open(tmp_path):
 
 
 async def test_the_file_is_capped_oldest_first(tmp_path):
-    history = KnobHistory(DocumentFile(tmp_path / "h.json"), Topology(1), ManualClock(), max_changes=3)
+    history = KnobChangeLog(DocumentFile(tmp_path / "h.json"), Topology(1), ManualClock(), max_changes=3)
     await history.open(lambda point: 100)
     for version in range(2, 7):
         await history.record([Draft(P, version, {"agc_max_gain": (0, version)})], Attribution("alice"))
@@ -216,7 +216,7 @@ async def test_the_file_is_capped_oldest_first(tmp_path):
 
 async def test_without_a_metric_history_before_and_after_are_null(tmp_path):
     clock = ManualClock()
-    history = KnobHistory(DocumentFile(tmp_path / "h.json"), Topology(1), clock)
+    history = KnobChangeLog(DocumentFile(tmp_path / "h.json"), Topology(1), clock)
     await history.open(lambda point: 1)
     [change] = await history.record([Draft(P, 2, {"agc_enabled": (True, False)})], Attribution("alice"))
     clock.advance(600)

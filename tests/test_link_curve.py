@@ -18,9 +18,9 @@ from prometheus_client import CollectorRegistry
 
 from agent.config import load as load_agent_config
 from agent.link import ControllerLink, client_keys
-from controller import keys
+from controller.app_keys import SERVICES
 from controller.app import create_app
-from controller.link_auth import Throttle
+from controller.link.curve import Throttle
 from controller.settings import ControllerSettings
 from shared import curve_keys, protocol
 from shared.config import ConfigError
@@ -127,13 +127,13 @@ async def ctl(tmp_path: Path, monkeypatch):
     settings = ControllerSettings(data_dir=str(tmp_path), **SETTINGS, **link_keys(tmp_path, 2))
     app = create_app(settings, registry=CollectorRegistry())
     audited: list[tuple[str, dict[str, Any]]] = []
-    real_record = app[keys.AUDIT].record
+    real_record = app[SERVICES].audit.record
 
     def spy(event: str, **fields: Any) -> None:
         audited.append((event, fields))
         real_record(event, **fields)
 
-    monkeypatch.setattr(app[keys.AUDIT], "record", spy)
+    monkeypatch.setattr(app[SERVICES].audit, "record", spy)
     async with TestClient(TestServer(app), headers=bearer(tmp_path)) as client:
         client.app_ = app
         client.keys = tmp_path / "keys"
@@ -145,7 +145,7 @@ async def ctl(tmp_path: Path, monkeypatch):
 
 
 def agent(ctl, station: str = "Station-1", **kwargs: Any) -> FakeAgent:
-    a = FakeAgent(ctl.app_[keys.LINK].endpoint, station, ctl.keys, **kwargs)
+    a = FakeAgent(ctl.app_[SERVICES].link.endpoint, station, ctl.keys, **kwargs)
     ctl.agents.append(a)
     return a
 
@@ -163,14 +163,14 @@ async def test_a_listed_agent_connects_and_its_samples_arrive(ctl):
         await a.sample("3333", seq, knob_version=1)
     await asyncio.sleep(0.3)
     assert await point_status(ctl, "Station-1") == "active"
-    assert ctl.app_[keys.LINK].known_stations() == ["Station-1"]
+    assert ctl.app_[SERVICES].link.known_stations() == ["Station-1"]
     assert (await a.recv(MsgType.HEARTBEAT, 1.0)).body["sent_at"] > 0
 
 
 @pytest.mark.slow
 async def test_an_unlisted_key_is_refused_and_reported_while_a_listed_agent_keeps_working(ctl, caplog):
-    caplog.set_level(logging.WARNING, "tpmon.controller.link")
-    link, ingest = ctl.app_[keys.LINK], ctl.app_[keys.INGEST]
+    caplog.set_level(logging.WARNING, "tpmon.controller.link.router")
+    link, ingest = ctl.app_[SERVICES].link, ctl.app_[SERVICES].ingest
     stranger_public, stranger_secret = zmq.curve_keypair()
     stranger = agent(ctl, keypair=curve_keys.Keypair(stranger_public, stranger_secret))
     good = agent(ctl, "Station-2")
@@ -196,8 +196,8 @@ async def test_an_unlisted_key_is_refused_and_reported_while_a_listed_agent_keep
 
 @pytest.mark.slow
 async def test_a_station_1_key_cannot_publish_for_station_2(ctl, caplog):
-    caplog.set_level(logging.WARNING, "tpmon.controller.link")
-    link, ingest = ctl.app_[keys.LINK], ctl.app_[keys.INGEST]
+    caplog.set_level(logging.WARNING, "tpmon.controller.link.router")
+    link, ingest = ctl.app_[SERVICES].link, ctl.app_[SERVICES].ingest
     impostor = agent(ctl, "Station-2", key_of="Station-1")
     await impostor.hello({"3333": 0, "4444": 0})
     for seq in (1, 2, 3):
@@ -223,7 +223,7 @@ async def test_a_station_1_key_cannot_publish_for_station_2(ctl, caplog):
 
 @pytest.mark.slow
 async def test_a_station_1_key_cannot_receive_station_2_knob_sets(ctl):
-    link = ctl.app_[keys.LINK]
+    link = ctl.app_[SERVICES].link
     real = agent(ctl, "Station-2")
     await real.hello({"3333": 1, "4444": 1})
     await asyncio.sleep(0.1)
@@ -277,7 +277,7 @@ async def test_the_agent_says_plainly_when_the_controller_refuses_its_key(ctl, t
     cfg = load_agent_config(_agent_toml(tmp_path, {
         "curve_secret_key_file": str(tmp_path / "elsewhere" / "Station-1.key_secret"),
         "controller_public_key_file": str(ctl.keys / "controller.key")}), env={})
-    link = ControllerLink(ctl.app_[keys.LINK].endpoint, "Station-1", zmq.Context.instance(), curve=client_keys(cfg))
+    link = ControllerLink(ctl.app_[SERVICES].link.endpoint, "Station-1", zmq.Context.instance(), curve=client_keys(cfg))
     try:
         await wait_for(lambda: link.receive() == [] and link.handshake_failures > 0, 5)
     finally:
@@ -330,11 +330,11 @@ async def test_the_controller_refuses_to_start_without_keys_and_names_the_comman
 
 
 async def test_an_insecure_controller_runs_plaintext_and_warns(tmp_path: Path, caplog):
-    caplog.set_level(logging.WARNING, "tpmon.controller.link")
+    caplog.set_level(logging.WARNING, "tpmon.controller.link.router")
     app = create_app(ControllerSettings(data_dir=str(tmp_path), insecure=True, **SETTINGS),
                      registry=CollectorRegistry())
     async with TestClient(TestServer(app), headers=bearer(tmp_path)):
-        plain = FakeAgent(app[keys.LINK].endpoint, "Station-1")
+        plain = FakeAgent(app[SERVICES].link.endpoint, "Station-1")
         try:
             await plain.hello({"3333": 0, "4444": 1})
             assert (await plain.recv(MsgType.KNOB_SET)).body["station"] == "Station-1"

@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from prometheus_client import CollectorRegistry
 
 from controller.app import create_app
-from controller.routes import endpoints
+from controller.http.endpoint import endpoints
 from controller.security.principal import Permission
 from controller.settings import ControllerSettings
 from tests.auth import bearer, token_for

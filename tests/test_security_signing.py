@@ -14,8 +14,8 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
 from controller.app import create_app
-from controller.errors import json_response
-from controller.routes import API_PREFIXES, ENDPOINTS, Endpoint
+from controller.http.errors import json_response
+from controller.http.endpoint import API_PREFIXES, ENDPOINTS, Endpoint
 from controller.security import secret_files
 from controller.security.principal import Permission
 from controller.security.signing import (NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, RequestVerifier,

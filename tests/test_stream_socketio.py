@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from controller import keys
+from controller.app_keys import SERVICES
 from tests.auth import token_for
 from tests.node import PlanClient, socketio_client
 from tests.stream_helpers import feed_samples, stream_app
@@ -41,7 +41,7 @@ async def test_every_transport_gets_updates_and_bus_events(env, transports):
         first = await wait_for(client, "metrics-update")
         later = await wait_for(client, "metrics-update", lambda d: d["seq"] >= first["seq"] + 5)
         assert set(later["stations"]["Station-2"]["extension_4444"]["metrics"]) == {"latency"}
-        bus = app[keys.EVENTS]
+        bus = app[SERVICES].events
         bus.publish("alert", {"action": "created", "alert": {"id": "other", "station": "Station-1"}})
         bus.publish("alert", {"action": "escalated", "alert": {"id": "mine", "station": "Station-2"}})
         bus.publish("status-change", {"station": "Station-2", "extension": "3333", "status": "stale",
@@ -81,6 +81,6 @@ async def test_stopping_the_controller_disconnects_clients_who_then_try_to_recon
         await wait_for(client, "metrics-update")
         await server.close()
         assert (await wait_for(client, "disconnect"))["reason"] == "transport close"  # not "io server disconnect"
-        assert not app[keys.STREAM].clients
+        assert not app[SERVICES].stream.clients
     finally:
         client.stop()

@@ -10,9 +10,9 @@ import pytest
 from aiohttp import WSMsgType
 from aiohttp.test_utils import TestClient, TestServer
 
-from controller import keys
+from controller.app_keys import SERVICES
 from controller.clock import ManualClock
-from controller.routes import stream as stream_route
+from controller.stream import routes as stream_route
 from tests.auth import token_for
 from tests.stream_helpers import (client_frame, connected, feed_samples, next_event, raw_ws, read_all, stream_app,
                                   subscribe)
@@ -147,7 +147,7 @@ async def test_a_scoped_token_sees_only_its_stations(env, tmp_path):
     reply = await subscribe(ws, interval=150)
     assert reply["stations"] == ["Station-2"]
     assert list((await next_event(ws, "metrics-update"))["stations"]) == ["Station-2"]
-    bus = app[keys.EVENTS]
+    bus = app[SERVICES].events
     bus.publish("alert", {"action": "created", "alert": {"id": "a1", "station": "Station-1"}})
     bus.publish("optimization-complete", {"analysisId": "x", "summary": {}})  # about no station
     bus.publish("alert", {"action": "created", "alert": {"id": "a2", "station": "Station-2"}})
@@ -159,7 +159,7 @@ async def test_a_scoped_token_sees_only_its_stations(env, tmp_path):
 async def test_events_follow_the_subscriptions_events_and_stations(env):
     app, client, token = env
     ws = await connected(client, token)
-    bus = app[keys.EVENTS]
+    bus = app[SERVICES].events
     bus.publish("alert", {"action": "created", "alert": {"id": "before", "station": "Station-1"}})
     await subscribe(ws, stations=["Station-1"], events=["knob-changed", "optimization-complete"], interval=60000)
     bus.publish("alert", {"action": "created", "alert": {"id": "a1", "station": "Station-1"}})
@@ -174,7 +174,7 @@ async def test_events_follow_the_subscriptions_events_and_stations(env):
 
 async def test_one_serialization_per_shape_whatever_the_number_of_clients(env):
     app, client, token = env
-    hub = app[keys.STREAM]
+    hub = app[SERVICES].stream
     sockets = [await connected(client, token) for _ in range(6)]
     for n, ws in enumerate(sockets):
         await subscribe(ws, id=f"dash-{n}", stations=["Station-1", "Station-2"], metrics=["latency"], interval=150)
@@ -199,7 +199,7 @@ async def test_joining_a_slow_shape_brings_its_current_state_at_the_next_tick(en
     await subscribe(second, stations=["Station-1"], interval=60000)  # the same shape, next due in a minute
     joined = await next_event(second, "metrics-update", timeout=2)
     assert joined["seq"] == opening["seq"] and joined["timestamp"] > opening["timestamp"]
-    assert len(app[keys.STREAM].shapes) == 1
+    assert len(app[SERVICES].stream.shapes) == 1
     with pytest.raises(asyncio.TimeoutError):  # the first subscriber is not sent it again
         await next_event(first, "metrics-update", timeout=0.5)
     await first.close()
@@ -215,7 +215,7 @@ async def test_compression_true_sends_deflated_frames_the_client_inflates(env):
     assert (await subscribe(plain, stations=["Station-1"], interval=150, compression=True))["compression"] == "none"
     a, b = await next_event(ws, "metrics-update"), await next_event(plain, "metrics-update")
     assert a["stations"].keys() == b["stations"].keys() and len(a["stations"]["Station-1"]["extension_3333"]["metrics"]) == 5
-    update = next(iter(app[keys.STREAM].shapes.values()))
+    update = next(iter(app[SERVICES].stream.shapes.values()))
     assert update.sub.compression
     await ws.close()
     await plain.close()
@@ -244,7 +244,7 @@ async def test_a_stalled_client_delays_no_one_and_is_told_then_dropped(tmp_path,
             writer.write(_subscribe_frames(transport, n, token))
         healthy = await connected(client, token)
         await subscribe(healthy, interval=150)
-        hub, started, seqs, gaps = app[keys.STREAM], time.monotonic(), [], []
+        hub, started, seqs, gaps = app[SERVICES].stream, time.monotonic(), [], []
         while hub.stats.disconnects.get("too_slow", 0) == 0 and time.monotonic() - started < 15:
             before = time.monotonic()
             seqs.append((await next_event(healthy, "metrics-update"))["seq"])

@@ -4,8 +4,8 @@ from __future__ import annotations
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from controller import keys
-from controller.builtin_templates import BUILTINS
+from controller.app_keys import SERVICES
+from controller.knobs.builtin_templates import BUILTINS
 from tests.acking_agent import make_app, signed, start_agents
 from tests.auth import bearer
 
@@ -144,8 +144,8 @@ async def test_templates_and_usage_survive_a_restart(tmp_path):
     app = make_app(tmp_path)
     async with TestClient(TestServer(app), headers=bearer(tmp_path)) as client:
         created = await (await client.post(TEMPLATES, json=QUIET)).json()
-        await app[keys.TEMPLATES].count_use("noisy-room")
-        await app[keys.TEMPLATES].count_use(created["id"])
+        await app[SERVICES].templates.count_use("noisy-room")
+        await app[SERVICES].templates.count_use(created["id"])
     async with TestClient(TestServer(make_app(tmp_path)), headers=bearer(tmp_path)) as client:
         templates = await listed(client)
         assert templates[created["id"]]["usageCount"] == 1 and templates[created["id"]]["name"] == QUIET["name"]

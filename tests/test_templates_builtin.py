@@ -11,7 +11,7 @@ from agent.measure.host import HostMeter
 from agent.measure.sample import PointMeter
 from agent.pipeline import ExtensionPipeline
 from agent.sim.conditions import SimConditions
-from controller.builtin_templates import BUILTINS, BUILTINS_BY_ID, check_builtins
+from controller.knobs.builtin_templates import BUILTINS, BUILTINS_BY_ID, check_builtins
 from shared.knobs import consistency_problems, defaults
 
 CLEAN = dict(delay_ms=20.0, jitter_ms=5.0, loss_rate=0.002, drift="none")

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import trustme
 
-from controller.tls import server_context
+from controller.http.tls import server_context
 from shared.config import ConfigError
 from tests.procs import Proc, wait_until
 from tpmon import toml_writer

@@ -1,2 +1,2 @@
 """The `tpmon` command: one console script whose subcommands start tpmon's processes."""
-__version__ = "0.1.0"
+from shared.version import VERSION as __version__  # noqa: F401  (the one version string lives in shared/)

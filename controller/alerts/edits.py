@@ -11,8 +11,8 @@ from typing import Any
 from controller.alerts.rules import (DEFAULT_DURATION_MS, Direction, Rule, default_direction, default_window_ms,
                                      problems, sorted_stations, threshold_id)
 from controller.alerts.ruleset import RuleSet
-from controller.api.alert_models import RuleBody, ThresholdBody
-from controller.errors import ApiError
+from controller.alerts.models import RuleBody, ThresholdBody
+from controller.http.errors import ApiError
 from shared.metrics import METRICS_BY_ID
 from shared.topology import EXTENSIONS, Topology
 

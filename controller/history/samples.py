@@ -1,7 +1,7 @@
 """Samples as the agents sent them -> a Block: catalog order, NaN for null, the snapshot's idea of valid.
 
 The live state turns a value that is not of its metric's type (a bool where a number is
-due, a string, NaN or infinity) into null (controller.live.json_value); history keeps the
+due, a string, NaN or infinity) into null (controller.live.state.json_value); history keeps the
 same values the snapshot shows. The common case, every value of the right Python type, is
 checked once per distinct row signature (the tuple of value types) and converted by numpy
 in one call; only rows with a value of the wrong type go through the per-value path.

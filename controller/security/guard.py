@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from controller import logs
-from controller.errors import ApiError
-from controller.routes import Endpoint
+from controller.http import logs
+from controller.http.errors import ApiError
+from controller.http.endpoint import Endpoint
 from controller.security.audit import AuditLog
 from controller.security.principal import ANONYMOUS_ADMIN, Principal
 from controller.security.ratelimit import RateLimiter

@@ -7,7 +7,7 @@ from urllib.parse import urlsplit
 from aiohttp import web
 from multidict import CIMultiDict
 
-from controller.errors import error_response
+from controller.http.errors import error_response
 from shared.config import ConfigError
 
 # A JSON API loads nothing and is framed by nothing: the strictest policy costs no feature.

@@ -20,7 +20,7 @@ from controller.clock import Clock, iso_ms
 from controller.events import EventBus
 from controller.security.principal import Principal
 from controller.security.tokens import LEEWAY_S
-from controller.snapshot import SnapshotCache
+from controller.live.snapshot import SnapshotCache
 from controller.stream.client import StreamClient, StreamLimits, Subscribed, TooSlow
 from controller.stream.connection import Connection
 from controller.stream.frames import SegmentCache

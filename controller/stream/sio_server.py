@@ -24,7 +24,7 @@ import socketio
 from aiohttp import web
 from engineio.async_drivers import aiohttp as eio_aiohttp
 
-from controller import keys
+from controller.app_keys import SERVICES
 from controller.stream import frames
 from controller.stream.admission import StreamRefused, admit, bearer_token
 from controller.stream.client import StreamClient
@@ -77,7 +77,7 @@ class SocketIoServer:
     """The python-socketio server, its handlers, and which hub client each Socket.IO session is."""
 
     def __init__(self, app: web.Application, hub: StreamHub) -> None:
-        settings = app[keys.SETTINGS]
+        settings = app[SERVICES].settings
         self.app, self.hub = app, hub
         ping_s = settings.stream_ping_ms / 1000
         self.sio = socketio.AsyncServer(
@@ -98,7 +98,7 @@ class SocketIoServer:
         address = request.remote or "unknown"
         token = _token(environ, auth)
         try:
-            principal = admit(self.app[keys.GUARD], self.app[keys.AUDIT], token, address, "socket.io connect")
+            principal = admit(self.app[SERVICES].guard, self.app[SERVICES].audit, token, address, "socket.io connect")
         except StreamRefused as exc:
             raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.to_json()) from None
         eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
@@ -117,7 +117,7 @@ class SocketIoServer:
             client = self.clients.get(sid)
             if client is None:
                 return None
-            event, reply = handle(self.hub, self.app[keys.GUARD], client, name, data)
+            event, reply = handle(self.hub, self.app[SERVICES].guard, client, name, data)
             return {event: reply}  # the acknowledgement, for a client that asked for one
         handler.__name__ = f"on_{name}"
         return handler

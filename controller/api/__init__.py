@@ -1,1 +1,0 @@
-"""Request validation (pydantic models) and the OpenAPI document, both read from the Endpoint declarations."""
