@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+from controller.sample import Sample
 from controller.history.store import HistoryStore
 from shared.topology import Topology
 from tests.history_feed import Samples
@@ -30,7 +31,7 @@ def main(path: str, first: int, flush_ms: int) -> None:
     for r in range(first, ROUNDS):
         now["t"] = float(samples.times[r])
         for point in POINTS:
-            store.append(point, now["t"], rows[r])
+            store.append(Sample(point, 0, now["t"], rows[r], 0))
         print(r, time.time(), flush=True)
         time.sleep(0.0005)  # about 1500 rounds a second: minutes close every fraction of a second
     store.close()

@@ -14,6 +14,7 @@ from aiohttp import ClientWebSocketResponse, WSMsgType, web
 from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
 
+from controller.sample import Sample
 from controller.app_keys import SERVICES
 from controller.app import create_app
 from controller.clock import Clock
@@ -33,8 +34,8 @@ async def feed_samples(app: web.Application, period: float = 0.15) -> None:
     while True:
         seq += 1
         for point in app[SERVICES].topology.points:
-            live.record_sample(point, {"seq": seq, "metrics": [float(i) + seq / 7 for i in range(68)],
-                                       "measured_at": time.time(), "knob_version": 1})
+            live.record(Sample.from_body(point, {"seq": seq, "metrics": [float(i) + seq / 7 for i in range(68)],
+                                       "measured_at": time.time(), "knob_version": 1}))
         await asyncio.sleep(period)
 
 

@@ -11,6 +11,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
+from controller.sample import Sample
 from controller.app_keys import SERVICES
 from controller.alerts.engine import INDEX
 from controller.app import create_app
@@ -52,7 +53,7 @@ def feed(app: web.Application, clock: ManualClock, point: Point, metric_id: str,
         values: list[Any] = [None] * METRIC_COUNT
         values[INDEX[metric_id]] = value
         for observe in app[SERVICES].ingest.sample_observers:
-            observe(point, clock.wall(), values)
+            observe(Sample(point, 0, clock.wall(), values, 1))
 
 
 async def ok(resp, status: int = 200) -> Any:

@@ -7,6 +7,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
+from controller.sample import Sample
 from controller.app_keys import SERVICES
 from controller.app import create_app
 from controller.events import EventBus
@@ -37,7 +38,7 @@ async def test_status_change_is_published_when_a_point_goes_active(tmp_path):
         await asyncio.sleep(0.1)
         assert events == []  # the first tick records the starting status without an event
         point = Point("Station-1", "3333")
-        app[SERVICES].live.record_sample(point, {"seq": 1, "metrics": [None] * 68, "measured_at": 1.0,
-                                             "knob_version": 1})
+        app[SERVICES].live.record(Sample.from_body(point, {"seq": 1, "metrics": [None] * 68, "measured_at": 1.0,
+                                             "knob_version": 1}))
         await asyncio.sleep(0.1)
     assert events[0] == {"station": "Station-1", "extension": "3333", "status": "active", "previous": "offline"}

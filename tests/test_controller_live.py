@@ -5,6 +5,7 @@ import math
 
 import pytest
 
+from controller.sample import Sample
 from controller.clock import ManualClock
 from controller.live.state import LiveState, Status
 from shared import protocol
@@ -39,7 +40,7 @@ def test_never_seen_points_are_offline_without_metrics(live):
 
 
 def test_sample_makes_a_point_active_then_stale_then_offline(live, clock):
-    live.record_sample(P1, sample_body(1))
+    live.record(Sample.from_body(P1, sample_body(1)))
     assert live.status(P1) is Status.ACTIVE
     clock.advance(1.01)
     assert live.status(P1) is Status.STALE
@@ -48,7 +49,7 @@ def test_sample_makes_a_point_active_then_stale_then_offline(live, clock):
 
 
 def test_heartbeats_keep_the_agent_online_but_the_point_stale(live, clock):
-    live.record_sample(P1, sample_body(1))
+    live.record(Sample.from_body(P1, sample_body(1)))
     for _ in range(5):
         clock.advance(1.0)
         live.agent_seen("Station-1")
@@ -62,30 +63,30 @@ def test_a_point_that_never_sampled_is_offline_even_with_its_agent_online(live):
 
 
 def test_agent_gone_makes_its_points_offline_at_once(live):
-    live.record_sample(P1, sample_body(1))
+    live.record(Sample.from_body(P1, sample_body(1)))
     live.agent_gone("Station-1")
     assert live.status(P1) is Status.OFFLINE
 
 
 def test_sequence_gaps_count_the_samples_never_received(live):
     for seq in (1, 2, 5, 6, 10):
-        live.record_sample(P1, sample_body(seq))
+        live.record(Sample.from_body(P1, sample_body(seq)))
     assert live.points[P1].gaps == 2 + 3
     assert live.total_gaps() == 5
 
 
 def test_a_hello_resets_the_sequence_baseline(live):
-    live.record_sample(P1, sample_body(50))
+    live.record(Sample.from_body(P1, sample_body(50)))
     live.agent_hello("Station-1")
-    live.record_sample(P1, sample_body(1))
-    live.record_sample(P1, sample_body(2))
+    live.record(Sample.from_body(P1, sample_body(1)))
+    live.record(Sample.from_body(P1, sample_body(2)))
     assert live.points[P1].gaps == 0
 
 
 def test_sequence_going_backwards_is_a_restart_not_a_gap(live):
-    live.record_sample(P1, sample_body(50))
-    live.record_sample(P1, sample_body(3))
-    live.record_sample(P1, sample_body(4))
+    live.record(Sample.from_body(P1, sample_body(50)))
+    live.record(Sample.from_body(P1, sample_body(3)))
+    live.record(Sample.from_body(P1, sample_body(4)))
     assert live.points[P1].gaps == 0
 
 
@@ -93,7 +94,7 @@ def test_sample_is_nested_by_catalog_with_iso_timestamps(live, clock):
     values = [_plausible(m) for m in METRICS]
     ts_index = next(i for i, m in enumerate(METRICS) if m.type is MetricType.TIMESTAMP)
     values[ts_index] = 1_700_000_000.5
-    state = live.record_sample(P1, sample_body(1, measured_at=1_700_000_001.25, knob_version=4, values=values))
+    state = live.record(Sample.from_body(P1, sample_body(1, measured_at=1_700_000_001.25, knob_version=4, values=values)))
     metric = METRICS[ts_index]
     assert state.metrics[metric.category][metric.name] == "2023-11-14T22:13:20.500Z"
     assert {c: len(v) for c, v in state.metrics.items()} == {
@@ -108,13 +109,13 @@ def test_values_of_the_wrong_type_become_null_and_are_counted(live):
     bool_i = next(i for i, m in enumerate(METRICS) if m.type is MetricType.BOOL)
     int_i = next(i for i, m in enumerate(METRICS) if m.type is MetricType.INT)
     values[float_i], values[bool_i], values[int_i] = math.nan, "yes", b"\x00"
-    state = live.record_sample(P1, sample_body(1, values=values))
+    state = live.record(Sample.from_body(P1, sample_body(1, values=values)))
     for i in (float_i, bool_i, int_i):
         assert state.metrics[METRICS[i].category][METRICS[i].name] is None
     assert state.invalid_values == 3
 
 
 def test_status_counts(live):
-    live.record_sample(P1, sample_body(1))
+    live.record(Sample.from_body(P1, sample_body(1)))
     counts = live.status_counts()
     assert counts[Status.ACTIVE] == 1 and counts[Status.OFFLINE] == 3

@@ -6,6 +6,7 @@ import json
 
 import pytest
 
+from controller.sample import Sample
 from controller.clock import ManualClock
 from controller.live.state import LiveState
 from controller.http.cached import accepts_gzip, etag_matches
@@ -20,8 +21,8 @@ CATEGORY_SIZES = {"buffer": 15, "latency": 12, "packet": 14, "audioQuality": 15,
 def feed(live: LiveState, point: Point, seq: int = 1, value: float = 0.25) -> None:
     metrics = [{MetricType.BOOL: True, MetricType.TIMESTAMP: None, MetricType.INT: 7}.get(m.type, value)
                for m in METRICS]
-    live.record_sample(point, protocol.sample(point.station, point.extension, seq, 1_700_000_000.0,
-                                              metrics, 1).body)
+    live.record(Sample.from_body(point, protocol.sample(point.station, point.extension, seq, 1_700_000_000.0,
+                                              metrics, 1).body))
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
+from controller.sample import Sample
 from controller.app_keys import SERVICES
 from controller.app import create_app
 from controller.settings import ControllerSettings
@@ -37,7 +38,7 @@ async def loaded(tmp_path):
         samples = Samples(800, every=1.5, start=time.time() // 60 * 60 - 1320 + 0.5)
         store = app[SERVICES].history
         for i in range(samples.n):
-            store.append(Point("Station-1", "3333"), float(samples.times[i]), samples.row(i))
+            store.append(Sample(Point("Station-1", "3333"), 0, float(samples.times[i]), samples.row(i), 0))
         await store.flush()
         yield client, samples, tmp_path
 
@@ -126,7 +127,7 @@ async def test_pages_do_not_split_samples_that_share_a_millisecond(tmp_path):
         samples = Samples(5, start=time.time() - 60)
         store = app[SERVICES].history
         for i in (0, 1, 1, 1, 2, 3):  # three samples in the same millisecond
-            store.append(Point("Station-1", "3333"), float(samples.times[i]), samples.row(i))
+            store.append(Sample(Point("Station-1", "3333"), 0, float(samples.times[i]), samples.row(i), 0))
         await store.flush()
         window = f"from={iso(samples.times[0])}&to={iso(samples.times[4])}&fields=latency.jitter"
         seen, cursor = [], None

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from controller.sample import Sample
 from controller.history import view
 from shared.metrics import METRICS
 from shared.topology import Topology
@@ -103,7 +104,7 @@ async def _check(store, clocks: Clocks, samples: Samples, committed_by: int, app
         clocks.wall = float(samples.times[r])
         for i, point in enumerate(points):
             if r > newest[i]:
-                store.append(point, clocks.wall, samples.row(r))
+                store.append(Sample(point, 0, clocks.wall, samples.row(r), 0))
         if r % 200 == 0:
             store.flush_now()
     store.flush_now()

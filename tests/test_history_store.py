@@ -7,6 +7,7 @@ import sqlite3
 import numpy as np
 import pytest
 
+from controller.sample import Sample
 from controller.history import view
 from controller.history.tiers import TIER_BY_NAME
 from controller.live.state import json_value
@@ -22,7 +23,7 @@ FAR = int((T0 + 400 * 86400) * 1000)
 def feed(store, clocks: Clocks, samples: Samples, lo: int = 0, hi: int | None = None, flush_every: int = 97,
          point: Point = P) -> None:
     for i in range(lo, samples.n if hi is None else hi):
-        store.append(point, float(samples.times[i]), samples.row(i))
+        store.append(Sample(point, 0, float(samples.times[i]), samples.row(i), 0))
         clocks.wall = float(samples.times[i])
         if i % flush_every == 0:
             store.flush_now()
@@ -155,8 +156,8 @@ async def test_late_and_far_future_samples_are_counted_and_dropped(tmp_path):
     store.open()
     try:
         feed(store, clocks, samples)
-        store.append(P, float(samples.times[0]), samples.row(0))           # its minute is rolled up already
-        store.append(P, clocks.wall + 3600, samples.row(1))                # an agent clock an hour ahead
+        store.append(Sample(P, 0, float(samples.times[0]), samples.row(0), 0))           # its minute is rolled up already
+        store.append(Sample(P, 0, clocks.wall + 3600, samples.row(1), 0))                # an agent clock an hour ahead
         store.flush_now()
         assert store.stats.late == 1 and store.stats.future == 1
         rows = await store.query(P, "raw", 0, FAR, ("latency.jitter",))
@@ -172,7 +173,7 @@ async def test_samples_out_of_order_within_the_open_minute_are_kept_in_time_orde
     try:
         order = list(range(0, 30, 2)) + list(range(1, 30, 2))
         for n, i in enumerate(order):
-            store.append(P, float(samples.times[i]), samples.row(i))
+            store.append(Sample(P, 0, float(samples.times[i]), samples.row(i), 0))
             if n in (10, 20):
                 store.flush_now()
         store.flush_now()
@@ -195,7 +196,7 @@ async def test_values_of_the_wrong_type_are_null_as_in_the_snapshot(tmp_path):
         bad[16] = math.nan
         bad[17] = math.inf
         bad[52] = 1                       # an int where a bool is due
-        store.append(P, T0, bad)
+        store.append(Sample(P, 0, T0, bad, 0))
         store.flush_now()
         rows = await store.query(P, "raw", 0, FAR, ALL)
         shown = view.points("raw", METRICS, rows)[0]["metrics"]

@@ -22,6 +22,7 @@ from controller.alerts.watch import Transition, Watch
 from controller.clock import Clock, iso_ms
 from controller.documents import DocumentFile
 from controller.events import EventBus
+from controller.sample import Sample
 from shared.topology import Point, Topology
 
 log = logging.getLogger("tpmon.controller.alerts")
@@ -99,8 +100,8 @@ class AlertService:
 
     # --- the engine's side ------------------------------------------------------------------------
 
-    def observe(self, point: Point, measured_at: float, values: list) -> None:
-        self.engine.observe(point, measured_at, values)
+    def observe(self, sample: Sample) -> None:
+        self.engine.observe(sample.point, sample.measured_at, sample.values)
 
     def _on_transition(self, watch: Watch, t: Transition) -> None:
         key = (watch.point.station, watch.point.extension, watch.rule.metric_id)

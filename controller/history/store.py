@@ -27,6 +27,7 @@ from controller.history.rollup import last_values
 from controller.history.samples import to_block
 from controller.history.tiers import TIER_BY_NAME, TIERS, PointTiers
 from shared.metrics import METRICS_BY_KEY
+from controller.sample import Sample
 from shared.topology import Point
 
 log = logging.getLogger("tpmon.controller.history")
@@ -78,9 +79,9 @@ class HistoryStore:
 
     # --- the event loop's side --------------------------------------------------------------
 
-    def append(self, point: Point, measured_at: float, values: list) -> None:
+    def append(self, sample: Sample) -> None:
         """Queue one sample (the 68 values in catalog order) for the next flush."""
-        self._incoming.append((point, measured_at, values))
+        self._incoming.append((sample.point, sample.measured_at, sample.values))
 
     __call__ = append  # so the store itself can be an ingest sample observer
 

@@ -7,13 +7,11 @@ from typing import Callable
 from controller.knobs.sync import KnobSync
 from controller.link.router import AgentLink, Handler, Peer
 from controller.live.state import LiveState
+from controller.sample import Sample, SampleObserver
 from shared.protocol import Message, MsgType
 from shared.topology import Point, Topology
 
 log = logging.getLogger("tpmon.controller.link.ingest")
-
-SampleObserver = Callable[[Point, float, list], None]
-
 
 class Ingest:
     """Turns agent messages into live state and knob reconciliation.
@@ -32,8 +30,8 @@ class Ingest:
         self.link = link
         self.rejected = 0
         self.on_rejected = on_rejected
-        # Called with (point, measured_at, the 68 raw values in catalog order) for every accepted
-        # sample, on the event loop: the history store and the alert engine. Keep them cheap.
+        # Called with every accepted Sample after the live state took it, on the event loop:
+        # the history store and the alert engine. Keep them cheap.
         self.sample_observers: list[SampleObserver] = []
 
     def table(self) -> dict[MsgType, Handler]:
@@ -85,14 +83,19 @@ class Ingest:
         point = self._point(msg.body)
         if point is None or not self._speaks_for(peer, point.station, "SAMPLE"):
             return
+        try:
+            sample = Sample.from_body(point, msg.body)
+        except (OverflowError, ValueError):  # a measurement time no float holds
+            self._reject(f"sample of {point.id} with measured_at {msg.body['measured_at']!r}")
+            return
         self.link.learn(point.station, peer.identity)
-        self.live.record_sample(point, msg.body)
+        self.live.record(sample)
         for observe in self.sample_observers:
             try:
-                observe(point, float(msg.body["measured_at"]), msg.body["metrics"])
+                observe(sample)
             except Exception:  # one observer's bug must not cost the others (or the live state) a sample
                 log.exception("sample observer %r failed", observe)
-        await self.knobs.on_sample(point, msg.body["knob_version"])
+        await self.knobs.on_sample(point, sample.knob_version)
 
     async def ack(self, peer: Peer, msg: Message) -> None:
         point = self._point(msg.body)

@@ -8,6 +8,7 @@ from typing import Any
 
 from controller.clock import Clock, iso_ms
 from shared.metrics import METRICS, Metric, MetricType, nest
+from controller.sample import Sample
 from shared.topology import Point, Topology
 
 
@@ -88,26 +89,26 @@ class LiveState:
         seen = self.agents[station].last_seen_mono
         return seen is not None and self.clock.monotonic() - seen <= self.offline_after
 
-    def record_sample(self, point: Point, body: dict[str, Any]) -> PointState:
+    def record(self, sample: Sample) -> PointState:
+        point = sample.point
         state = self.points[point]
-        seq: int = body["seq"]
+        seq = sample.seq
         if state.seq is not None and seq > state.seq + 1:
             state.gaps += seq - state.seq - 1
         # seq <= previous means a restart without a HELLO we saw: a new baseline, not a gap.
         state.seq = seq
         flat: dict[str, Any] = {}
-        for metric, raw in zip(METRICS, body["metrics"]):
+        for metric, raw in zip(METRICS, sample.values):
             value = flat[metric.key] = json_value(metric, raw)
             if value is None and raw is not None:
                 state.invalid_values += 1
         state.metrics = nest(flat)
-        state.measured_at = float(body["measured_at"])
+        state.measured_at = sample.measured_at
         state.received_at = self.clock.wall()
         state.received_mono = self.clock.monotonic()
         state.samples += 1
-        state.applied_version = body["knob_version"]
-        conditions = body.get("conditions")
-        state.conditions = conditions if isinstance(conditions, dict) else {}
+        state.applied_version = sample.knob_version
+        state.conditions = dict(sample.conditions)
         self.last_sample_wall = state.received_at
         self.agent_seen(point.station)
         return state
