@@ -98,10 +98,11 @@ class HistoryPage:
 
 @dataclass
 class Draft:
-    """A change about to be stored: the point, its next version, and knob -> (old, new)."""
+    """A change about to be stored: the point, its next version, knob -> (old, new), and the full set at it."""
     point: Point
     version: int
     knobs: dict[str, tuple[Any, Any]]
+    knob_set: dict[str, Any] | None = None     # every knob's value at `version` (what samples of it ran under)
 
 
 @dataclass

@@ -127,7 +127,8 @@ class KnobSync:
         drafts = []
         for point, partial in changes.items():
             current = self.store.get(point)
-            drafts.append(Draft(point, current.version + 1, {k: (current.knobs[k], v) for k, v in partial.items()}))
+            drafts.append(Draft(point, current.version + 1, {k: (current.knobs[k], v) for k, v in partial.items()},
+                                {**current.knobs, **partial}))
         records = await self.history.record(drafts, who)
         staged: list[Staged] = []
         try:
