@@ -5,6 +5,10 @@ Events are the plan's real-time event names with a JSON-ready body:
 - "alert": {action: created|escalated|deescalated|acknowledged|resolved|dismissed, alert: <alert document>}
 - "status-change": {station, extension, status, previous}
 - "optimization-complete": {analysisId, summary}
+- "knob-applied": {station, extension, version, appliedAt, source} once per version an agent reports
+  applied (its ACK, or a sample or HELLO running it when the ACK was lost): a verification window
+  starts here, on real application, not on the request. Not one of the plan's stream events, so a
+  stream subscription gets it only when it names it.
 Publishing is synchronous and cheap (callbacks must not block: a slow listener queues work
 of its own); a listener that raises is logged and does not stop the others.
 """
@@ -16,7 +20,8 @@ from typing import Any, Callable
 log = logging.getLogger("tpmon.controller.events")
 
 Listener = Callable[[str, dict[str, Any]], None]
-EVENTS = ("knob-changed", "alert", "status-change", "optimization-complete")
+PLAN_EVENTS = ("knob-changed", "alert", "status-change", "optimization-complete")  # a subscription's default
+EVENTS = PLAN_EVENTS + ("knob-applied",)
 
 
 class EventBus:

@@ -92,7 +92,7 @@ def build_services(settings: ControllerSettings, registry: CollectorRegistry, cl
                                  settle_s=2 * settings.history_flush_ms / 1000 + 1,  # two flushes: on disk
                                  max_changes=settings.knob_history_max_changes)
     knob_sync = KnobSync(desired, live, link.send_to_station, clock, settings.ack_timeout_ms / 1000, knob_changes,
-                         events)
+                         events, audit)
     alerts = AlertService(topology, clock, events, settings.data_file("alert_rules.json"),
                           settings.data_file("alerts.json"), settings.alerts_keep_resolved,
                           settings.alerts_keep_resolved_days)

@@ -22,7 +22,7 @@ class MsgType(IntEnum):
     HELLO = 1       # agent -> controller: {station, extensions: [..], applied: {ext: version}, agent_version, pid, started_at}
     SAMPLE = 2      # agent -> controller: {station, extension, seq, measured_at, metrics: [68 values, catalog order], knob_version, conditions: {..}}
     KNOB_SET = 3    # controller -> agent: {station, extension, version, knobs: {name: value} (full set)}
-    ACK = 4         # agent -> controller: {station, extension, version, ok, errors: [{field, problem}]}
+    ACK = 4         # agent -> controller: {station, extension, version, ok, errors: [{field, problem}], applied_at?}
     HEARTBEAT = 5   # either way: {sent_at}
 
 
@@ -95,9 +95,14 @@ def knob_set(station: str, extension: str, version: int, knobs: dict[str, Any]) 
     return Message(MsgType.KNOB_SET, {"station": station, "extension": extension, "version": version, "knobs": knobs})
 
 
-def ack(station: str, extension: str, version: int, ok: bool, errors: list[dict[str, str]] | None = None) -> Message:
-    return Message(MsgType.ACK, {"station": station, "extension": extension, "version": version,
-                                 "ok": ok, "errors": errors or []})
+def ack(station: str, extension: str, version: int, ok: bool, errors: list[dict[str, str]] | None = None,
+        applied_at: float | None = None) -> Message:
+    """`applied_at`: the agent's wall time when the set took effect (a frame boundary), when it did."""
+    body: dict[str, Any] = {"station": station, "extension": extension, "version": version,
+                            "ok": ok, "errors": errors or []}
+    if applied_at is not None:
+        body["applied_at"] = applied_at
+    return Message(MsgType.ACK, body)
 
 
 def heartbeat(sent_at: float) -> Message:

@@ -162,15 +162,14 @@ class BatchApplier:
 
     async def _roll_back(self, staged: list[Staged], who: Attribution, batch_id: str,
                          failed: list[tuple[Staged, ChangeResult]]) -> dict[Point, ChangeResult]:
-        """Restore every changed point's previous set (source "rollback") and wait for the ACKs."""
+        """Revert every changed point to its previous set (source "rollback") and wait for the ACKs."""
         first = failed[0][0].point
         why = f"rollback of {batch_id}: {first.id} was not acknowledged"
         if len(failed) > 1:
             why += f" (nor {len(failed) - 1} other point(s))"
-        restore = {s.point: {k: s.previous.knobs[k] for k, v in s.desired.knobs.items() if v != s.previous.knobs[k]}
-                   for s in staged}
-        undo = await self.knobs.commit({p: knobs for p, knobs in restore.items() if knobs},
-                                       replace(who, source="rollback", reason=why))
+        undo = await self.knobs.commit_reverts({s.point: (s.previous.version, s.desired.version) for s in staged},
+                                               replace(who, source="rollback", reason=why),
+                                               known_sets={s.point: s.previous.knobs for s in staged})
         results = await asyncio.gather(*(self.knobs.settle(s) for s in undo))
         return {s.point: r for s, r in zip(undo, results)}
 

@@ -53,12 +53,13 @@ class MetricsHistory(Protocol):
 
 @dataclass(frozen=True)
 class Attribution:
-    """Who asked for a change, why, and through what."""
+    """Who asked for a change, why, and through what (and from where, for the audit log)."""
     by: str
     source: str = "api"
     reason: str | None = None
     batch_id: str | None = None
     template_id: str | None = None
+    where: str = ""            # the client's address for an HTTP caller; "" for one inside the controller
 
 
 @dataclass

@@ -7,11 +7,13 @@ from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping
 
-from controller.clock import Clock
-from controller.knobs.desired import DesiredKnobStore, DesiredKnobs
+from controller.clock import Clock, iso_ms
 from controller.events import EventBus
+from controller.http import logs
 from controller.knobs.changes import Attribution, Change, Draft, KnobChangeLog
+from controller.knobs.desired import DesiredKnobs, DesiredKnobStore
 from controller.live.state import LiveState
+from controller.security.audit import AuditLog
 from shared.knobs import KnobProblem, validate
 from shared.protocol import Message, knob_set
 from shared.topology import Point
@@ -20,6 +22,10 @@ log = logging.getLogger("tpmon.controller.knobs")
 
 # Sends `msg` to a station's agent; raises (any Exception) when the agent is unreachable.
 Sender = Callable[[str, Message], Awaitable[None]]
+
+
+class RevertConflict(Exception):
+    """A revert that would undo more than its caller knows: the desired version moved on (409)."""
 
 
 class InvalidKnobs(Exception):
@@ -66,12 +72,16 @@ class KnobSync:
     of all its points (taken in one fixed order, so two batches never deadlock) until its
     ACKs, and its rollback if any, are in: overlapping batches never interleave on a point.
 
-    Every change is recorded in the knob history before its desired set is stored (`commit`),
-    so nothing changes a point's knobs without a record, and settles with a "knob-changed" event.
+    `commit` is the one path every change takes (API, batch, template, rollback, revert, the
+    optimizer): the change is recorded in the knob change log before its desired set is stored,
+    and written to the audit log once stored, so nothing in or out of the controller changes a
+    point's knobs without both; it settles with a "knob-changed" event. When an agent reports a
+    version applied (ACK, or a sample or HELLO running it), one "knob-applied" event says so.
     """
 
     def __init__(self, store: DesiredKnobStore, live: LiveState, sender: Sender, clock: Clock,
-                 ack_timeout: float, history: KnobChangeLog, events: EventBus | None = None) -> None:
+                 ack_timeout: float, history: KnobChangeLog, events: EventBus | None = None,
+                 audit: AuditLog | None = None) -> None:
         self.store = store
         self.live = live
         self.sender = sender
@@ -79,6 +89,8 @@ class KnobSync:
         self.ack_timeout = ack_timeout
         self.history = history
         self.events = events
+        self.audit = audit
+        self._unannounced: dict[Point, int] = {}                  # newest committed version not yet seen applied
         self._locks: dict[Point, asyncio.Lock] = {}
         self._inflight: dict[Point, tuple[int, float]] = {}      # version sent, monotonic send time
         self._waiters: dict[Point, list[tuple[int, asyncio.Future[_Ack]]]] = {}
@@ -101,13 +113,52 @@ class KnobSync:
                 await stack.enter_async_context(self._lock(point))
             yield
 
-    async def change(self, point: Point, partial: Any, updated_by: str, source: str = "api",
-                     reason: str | None = None) -> ChangeResult:
+    async def change(self, point: Point, partial: Any, who: Attribution) -> ChangeResult:
         """Validate, record, persist as the next version, push, and wait for the agent's answer."""
         async with self.locked([point]):
             clean = self.check(point, partial)
-            [staged] = await self.commit({point: clean}, Attribution(updated_by, source, reason))
+            [staged] = await self.commit({point: clean}, who)
         return await self.settle(staged)
+
+    async def revert(self, point: Point, to_version: int, who: Attribution,
+                     expected: int | None = None) -> ChangeResult:
+        """Bring back the full knob set of `to_version` as the next version (recorded like any change).
+
+        Refused (RevertConflict) unless the point's desired version is still `expected` (default
+        `to_version + 1`: the change being undone), so a revert never undoes a change somebody
+        made in between.
+        """
+        async with self.locked([point]):
+            [staged] = await self.commit_reverts({point: (to_version, expected)}, who) or [None]
+        if staged is None:  # already the set of to_version: nothing to record or send
+            current = self.store.get(point)
+            return ChangeResult(current, self.live.points[point].applied_version == current.version,
+                                self.live.points[point].applied_version,
+                                reason=f"the knobs are already those of version {to_version}")
+        return await self.settle(staged)
+
+    async def commit_reverts(self, targets: Mapping[Point, tuple[int, int | None]], who: Attribution,
+                             known_sets: Mapping[Point, Mapping[str, Any]] | None = None) -> list[Staged]:
+        """Commit reverts of several points (to_version, expected) at once; the caller holds their locks.
+
+        The set of `to_version` comes from `known_sets` (a caller that holds it, as a batch does)
+        or the knob change log. Every point is checked before anything changes: one conflict
+        refuses them all.
+        """
+        changes: dict[Point, dict[str, Any]] = {}
+        for point, (to_version, expected) in targets.items():
+            current = self.store.get(point)
+            expected = to_version + 1 if expected is None else expected
+            if current.version != expected:
+                raise RevertConflict(f"{point.id} is at version {current.version}, not {expected}: it changed "
+                                     f"since, so going back to version {to_version} would undo that change too")
+            target = (known_sets or {}).get(point) or await self.history.knob_set_at(point, to_version)
+            if target is None:
+                raise RevertConflict(f"{point.id}: the knob set of version {to_version} is not on record")
+            restore = {k: v for k, v in target.items() if k in current.knobs and current.knobs[k] != v}
+            if restore:
+                changes[point] = self.check(point, restore)
+        return await self.commit(changes, who) if changes else []
 
     def check(self, point: Point, partial: Any) -> dict[str, Any]:
         """The canonical values of `partial` against the point's stored set; InvalidKnobs listing every problem."""
@@ -138,13 +189,28 @@ class KnobSync:
                 waiter: asyncio.Future[_Ack] = asyncio.get_running_loop().create_future()
                 self._waiters.setdefault(point, []).append((desired.version, waiter))
                 staged.append(Staged(point, desired, previous, record, waiter, sent=False))
+                self._unannounced[point] = desired.version
                 staged[-1].sent = await self.push(point, desired)
         except BaseException:
             await self.history.discard(records[len(staged):])  # never stored: no record may claim them
             for done in staged:
                 self._forget_waiter(done.point, done.waiter)
             raise
+        finally:
+            for done in staged:  # stored: the audit line, whatever happens next
+                self._audit(done, who)
         return staged
+
+    def _audit(self, staged: Staged, who: Attribution) -> None:
+        if self.audit is None:
+            return
+        point, desired = staged.point, staged.desired
+        self.audit.record("config.change", who=who.by, what=f"knobs {point.station}/{point.extension}",
+                          where=who.where, trace=logs.trace_id.get() or "",
+                          outcome="sent" if staged.sent else "stored", version=desired.version,
+                          previousVersion=staged.previous.version,
+                          changes={k: new for k, (_, new) in staged.change.knobs.items()}, source=who.source,
+                          reason=who.reason, batchId=who.batch_id, templateId=who.template_id)
 
     async def settle(self, staged: Staged) -> ChangeResult:
         """Wait (up to ack_timeout) for the agent's answer to a committed change; publish "knob-changed"."""
@@ -209,7 +275,7 @@ class KnobSync:
             point = Point(station, ext)
             version = applied.get(ext)
             if isinstance(version, int) and not isinstance(version, bool):
-                self.live.set_applied(point, version)
+                self._applied(point, version, self.clock.wall())
             self._inflight.pop(point, None)   # whatever was in flight went to the old connection
             self.rejected.pop(point, None)    # a restarted agent may accept what it refused before
             if version != self.store.get(point).version:
@@ -220,6 +286,7 @@ class KnobSync:
         desired = self.store.get(point)
         if knob_version == desired.version:
             self._inflight.pop(point, None)
+            self._applied(point, knob_version, self.clock.wall())  # says so when the ACK was lost on the way
             return
         refused = self.rejected.get(point)
         if refused is not None and refused.version == desired.version:
@@ -229,13 +296,14 @@ class KnobSync:
             return
         await self.push(point, desired)
 
-    def on_ack(self, point: Point, version: int, ok: bool, errors: list[Any]) -> None:
+    def on_ack(self, point: Point, version: int, ok: bool, errors: list[Any], applied_at: float | None = None) -> None:
+        """The agent's answer; `applied_at` is when it applied the set (its clock), else now."""
         ack = _Ack(version, ok, [e for e in errors if isinstance(e, dict)])
         inflight = self._inflight.get(point)
         if inflight and inflight[0] <= version:
             self._inflight.pop(point, None)
         if ok:
-            self.live.set_applied(point, version)
+            self._applied(point, version, self.clock.wall() if applied_at is None else applied_at)
             self.rejected.pop(point, None)
         else:
             self.rejected[point] = ack
@@ -243,3 +311,19 @@ class KnobSync:
             # A later version applied includes every earlier change (full sets, applied in order).
             if not future.done() and (waited == version or (ok and waited < version)):
                 future.set_result(ack)
+
+    def _applied(self, point: Point, version: int, applied_at: float) -> None:
+        """The agent runs `version`: live state knows, and a change committed here is announced once.
+
+        Versions that were never waited for here (what an agent already ran when it said hello
+        to a restarted controller) are no news and raise no event.
+        """
+        self.live.set_applied(point, version)
+        waiting = self._unannounced.get(point)
+        if waiting is None or version < waiting:
+            return
+        del self._unannounced[point]
+        if self.events is not None:
+            self.events.publish("knob-applied", {"station": point.station, "extension": point.extension,
+                                                 "version": version, "appliedAt": iso_ms(applied_at),
+                                                 "desiredVersion": self.store.get(point).version})

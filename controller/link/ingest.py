@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from typing import Callable
 
 from controller.knobs.sync import KnobSync
@@ -106,7 +107,10 @@ class Ingest:
         body = msg.body
         if not body["ok"]:
             log.warning("agent %s rejected knob version %d: %s", point.id, body["version"], body["errors"])
-        self.knobs.on_ack(point, body["version"], body["ok"], body["errors"])
+        applied_at = body.get("applied_at")  # when the agent applied it (agents before it was sent: receipt)
+        if isinstance(applied_at, bool) or not isinstance(applied_at, (int, float)) or not math.isfinite(applied_at):
+            applied_at = None
+        self.knobs.on_ack(point, body["version"], body["ok"], body["errors"], applied_at)
 
     async def heartbeat(self, peer: Peer, msg: Message) -> None:
         # No station in the body: the one learned for this connection, or (CURVE) the key's.

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from typing import Any, Iterable
 
-from controller.events import EVENTS
+from controller.events import EVENTS, PLAN_EVENTS
 from controller.security.principal import Principal
 from shared.metrics import CATEGORIES, METRICS, METRICS_BY_ID, METRICS_BY_KEY
 from shared.topology import Topology
@@ -175,7 +175,7 @@ def _interval(value: Any, minimum: int, problems: list[dict[str, str]]) -> int:
 
 def _events(value: Any, problems: list[dict[str, str]]) -> frozenset[str]:
     if value is None:
-        return frozenset(EVENTS)
+        return frozenset(PLAN_EVENTS)
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         problems.append({"field": "events", "problem": f"should be a list of event names ({', '.join(EVENTS)})"})
         return frozenset()
