@@ -1,5 +1,8 @@
-"""G.711 mu-law companding (8 bits per sample), vectorised with lookup tables."""
+"""G.711 mu-law companding (8 bits per sample), vectorised with lookup tables, and the payload format it makes."""
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -37,3 +40,14 @@ def encode(samples: np.ndarray) -> bytes:
 def decode(payload: bytes | bytearray | memoryview) -> np.ndarray:
     """mu-law bytes to float64 samples in [-1, 1]."""
     return _DECODE[np.frombuffer(payload, dtype=np.uint8)]
+
+
+@dataclass(frozen=True)
+class PayloadFormat:
+    """How a source's media payloads turn into the pipeline's 16 kHz samples."""
+    name: str
+    bytes_per_ms: float                              # payload bytes per millisecond of audio
+    decode: Callable[[bytes], np.ndarray]            # payload -> float64 samples at 16 kHz in [-1, 1]
+
+
+MU_LAW_16K = PayloadFormat("PCMU/16000", 16.0, decode)  # the simulator's wire: one byte per 16 kHz sample

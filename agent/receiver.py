@@ -1,13 +1,13 @@
 """The receiving side of one extension: arrivals -> sequence accounting + jitter buffer -> FEC -> NACKs -> decode -> concealment.
 
-Each 20 ms tick takes the packets the simulated network delivered, accounts them (RFC 3550
-SequenceTracker), stores them in the JitterBuffer (payloads kept here, keyed by 16-bit
-sequence number), reconstructs a single missing member of an FEC group from its XOR parity
-while the member's playout slot is still ahead, asks the sender for retransmissions of
-gaps while the retransmit knobs and the playout deadline allow, and plays out exactly 320
-samples: decoded packets, concealment for lost slots (the last packet repeated with a
-fade, silence after three), silence for underflows. Every output sample keeps the media
-sample index it stands for, so the measurement can align the clean reference exactly.
+Each 20 ms tick takes the packets its PacketSource delivered (agent/source.py), accounts them
+(RFC 3550 SequenceTracker), stores them in the JitterBuffer (payloads kept here, keyed by
+16-bit sequence number), reconstructs a single missing member of an FEC group from its XOR
+parity while the member's playout slot is still ahead, asks the source for retransmissions
+of gaps while the retransmit knobs and the playout deadline allow, and plays out exactly 320
+samples: decoded packets, concealment for lost slots (the last packet repeated with a fade,
+silence after three), silence for underflows. Every output sample keeps the media sample
+index it stands for, so the measurement can align the clean reference exactly.
 
 Repairs (retransmissions and FEC reconstructions) are played like any packet but are not
 arrivals of the media stream for timing, as with an RFC 4588 RTX stream: they are pushed
@@ -16,23 +16,20 @@ RFC 3550 jitter. Their transit holds a NACK round trip (a retransmission) or the
 arrival of their own (a reconstruction), and letting them in ratchets the adaptive playout
 delay up. A retransmission still counts as received in the sequence accounting (the
 catalog's received_count and loss after repair); an FEC reconstruction counts in
-`corrected`.
+`corrected`. What the meter reads is `figures()` and `take_window()`, never the buffer itself.
 """
 from __future__ import annotations
 
-import heapq
 from collections import deque
-from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 import numpy as np
 
-from agent import codec
-from agent.sim.network import SimNetwork
-from agent.sim.packet import BYTES_PER_MS, MEDIA, PARITY, Packet, xor_recover
-from agent.sim.sender import Sender
+from agent.fec import xor_recover
+from agent.source import SAMPLES_PER_MS, Arrival, PacketKind, PacketSource
+from agent.stream_stats import ReceiveFigures, StreamStats, WindowCounters
 from ext.jitter import ACCEPTED, LOST, PLAYED, WAIT, JitterBuffer
-from ext.sequence import DUPLICATE, SequenceTracker
+from ext.sequence import DUPLICATE
 
 FRAME_SAMPLES = 320
 FRAME_MS = 20.0             # one tick
@@ -41,72 +38,19 @@ _CONCEAL_FADE = (0.7, 0.4, 0.15)  # gain of the 1st, 2nd, 3rd consecutive concea
 _FRAME_INDEX = np.arange(FRAME_SAMPLES, dtype=np.int64)  # media offsets within a frame
 
 
-class StreamStats:
-    """RFC 3550 statistics of the received media stream: A.1 counts over every intact media packet
-    (first copies and retransmissions), A.8 jitter over first transmissions only.
-
-    Two SequenceTrackers: `counts` sees every packet (received, duplicates, out of order, loss
-    after retransmission); the jitter one sees only what the path delivered on its own, as an
-    RTX stream (RFC 4588) would keep retransmissions out of the media stream's jitter.
-    Every other attribute is the counting tracker's.
-    """
-
-    def __init__(self) -> None:
-        self.counts = SequenceTracker()
-        self._timing = SequenceTracker()
-
-    def update(self, seq: int, arrival_ms: float, ts_ms: float, retransmission: bool = False) -> int:
-        status = self.counts.update(seq, arrival_ms, ts_ms)
-        if not retransmission:
-            self._timing.update(seq, arrival_ms, ts_ms)
-        return status
-
-    @property
-    def jitter_ms(self) -> float:
-        return self._timing.jitter_ms
-
-    @property
-    def last_transit_ms(self) -> float:
-        return self._timing.last_transit_ms
-
-    def counters(self) -> dict[str, Any]:
-        doc = dict(self.counts.counters())
-        doc.update(jitter_ms=self.jitter_ms, last_transit_ms=self.last_transit_ms)
-        return doc
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.counts, name)
-
-
-@dataclass
-class WindowCounters:
-    """What the receiver saw during one sample window (reset by `take_window`)."""
-    transit_ms: list[float] = field(default_factory=list)     # arrival - send of media packets received
-    played_base_ms: list[float] = field(default_factory=list)  # output time - capture time of packets played
-    buffer_wait_ms: list[float] = field(default_factory=list)  # output time - arrival of packets played
-    wire_bytes: int = 0          # every byte received: media, parity, duplicates, corrupted, headers
-    media_packets: int = 0       # media packets received (duplicates and corrupted included)
-    parity_packets: int = 0
-    payload_bytes: int = 0       # audio payload of new, intact media packets (not duplicates)
-    max_wire: int = 0
-    min_wire: int = 0
-    played_payload_bytes: int = 0  # audio payload that reached playout (received, retransmitted or recovered)
-    slots_played: int = 0
-    slots_concealed: int = 0
-
-
 class Receiver:
-    def __init__(self, network: SimNetwork, sender: Sender, knobs: Mapping[str, Any]) -> None:
-        self.network = network
-        self.sender = sender
-        self.jb = JitterBuffer.from_knobs(knobs)
+    def __init__(self, source: PacketSource, knobs: Mapping[str, Any]) -> None:
+        self.source = source
+        self._format = source.payload_format
+        self._bytes_per_ms = float(self._format.bytes_per_ms)
+        self._origin_ms = float(source.capture_origin_ms)
+        self.jb = JitterBuffer.from_knobs(knobs, bytes_per_ms=self._bytes_per_ms)
         self.seq = StreamStats()
         self._payloads: dict[int, tuple[bytes, int, float, float]] = {}  # seq16 -> (payload, ts samples, capture, arrival)
         self._seen_at: deque[tuple[float, int]] = deque()                  # (arrival, seq16) for eviction
-        self._groups: dict[int, tuple[Packet, float]] = {}                  # first seq16 -> (parity, arrival)
+        self._groups: dict[int, tuple[Arrival, float]] = {}                 # first seq16 -> (parity, arrival)
         self._recovered: set[int] = set()
         self._missing: dict[int, list[float]] = {}                          # ext seq -> [detected, requests, next_at]
-        self._nacks: list[tuple[float, int]] = []                           # (reaches sender at, seq16)
         self._highest: int | None = None                                    # extended highest media seq
         self._fifo: deque[tuple[np.ndarray, int]] = deque()                 # (samples, first media index)
         self._fifo_len = 0
@@ -119,6 +63,7 @@ class Receiver:
         self.retransmits_received = 0   # intact retransmitted media packets that arrived (useful or not)
         self.skipped_samples = 0    # output audio skipped when the buffer shortened its delay
         self.concealed_slots = 0    # playout slots concealed since the start (lost, late or underflow)
+        self.packet_ms = FRAME_MS   # audio carried by the last intact first-copy media packet received
         self.configure(knobs)
         self.window = WindowCounters()
         self.slot_history: deque[bool] = deque(maxlen=500)  # True = slot played, False = concealed (for the E-model)
@@ -128,16 +73,27 @@ class Receiver:
         self.retransmit_timeout = float(knobs["retransmit_timeout"])
         self.max_retransmits = int(knobs["max_retransmits"])
 
-    def take_window(self) -> WindowCounters:
+    def take_window(self, now_ms: float) -> WindowCounters:
+        """What was received and played since the last call, with the buffer's level statistics up to `now_ms`."""
         w, self.window = self.window, WindowCounters()
+        w.buffer = self.jb.window(now_ms)
+        self.jb.reset_window(now_ms)
         return w
+
+    def figures(self) -> ReceiveFigures:
+        st = self.seq
+        return ReceiveFigures(
+            expected=int(st.expected), received=int(st.received_unique), lost_unique=int(st.lost_unique),
+            duplicates=int(st.duplicates), out_of_order=int(st.out_of_order), corrected=self.corrected,
+            corrected_then_received=self.corrected_then_received, jitter_ms=float(st.jitter_ms),
+            packet_ms=self.packet_ms, bytes_per_ms=self._bytes_per_ms, buffer=self.jb.counters(),
+            slots=tuple(self.slot_history))
 
     # -- one tick ---------------------------------------------------------------------------
 
     def tick(self, now: float) -> tuple[np.ndarray, np.ndarray]:
         """Receive what arrived by `now`, play 20 ms; returns (samples, media sample index per sample)."""
-        self._deliver_nacks(now)
-        for pkt in self.network.deliver(now):
+        for pkt in self.source.arrivals(now):
             self._receive(pkt, now)
         self._try_fec(now)
         self._request_retransmits(now)
@@ -145,36 +101,38 @@ class Receiver:
         self._forget(now)
         return self._take_frame()
 
-    def _receive(self, pkt: Packet, now: float) -> None:
+    def _receive(self, pkt: Arrival, now: float) -> None:
         w = self.window
         size = pkt.wire_bytes
         w.wire_bytes += size
         w.max_wire = max(w.max_wire, size)
         w.min_wire = size if w.min_wire == 0 else min(w.min_wire, size)
-        if pkt.kind == PARITY:
+        if pkt.kind == PacketKind.PARITY:
             w.parity_packets += 1
-            if pkt.intact():
+            if pkt.intact:
                 self._groups[pkt.seq] = (pkt, pkt.arrival_ms)
             return
         w.media_packets += 1
-        ts_ms = pkt.timestamp / BYTES_PER_MS
-        if not pkt.intact():
+        ts_ms = pkt.timestamp / SAMPLES_PER_MS
+        if not pkt.intact:
             self.jb.push(pkt.seq, ts_ms, pkt.arrival_ms, len(pkt.payload), True)
             return
-        if pkt.retransmit:
+        if pkt.retransmission:
             self.retransmits_received += 1
-        status = self.seq.update(pkt.seq, pkt.arrival_ms, ts_ms, pkt.retransmit)
-        transit = pkt.arrival_ms - pkt.send_ms
-        w.transit_ms.append(transit)
+        else:
+            self.packet_ms = len(pkt.payload) / self._bytes_per_ms
+        status = self.seq.update(pkt.seq, pkt.arrival_ms, ts_ms, pkt.retransmission)
+        if pkt.sent_ms is not None:  # a source that only receives knows no send times
+            w.transit_ms.append(pkt.arrival_ms - pkt.sent_ms)
         if status != DUPLICATE and pkt.seq in self._recovered:  # FEC was faster than this retransmission
             self._recovered.discard(pkt.seq)
             self.corrected_then_received += 1
         if status == DUPLICATE or pkt.seq in self._payloads:  # the buffer counts it as a duplicate
-            self.jb.push(pkt.seq, ts_ms, pkt.arrival_ms, len(pkt.payload), False, pkt.retransmit)
+            self.jb.push(pkt.seq, ts_ms, pkt.arrival_ms, len(pkt.payload), False, pkt.retransmission)
             return
         w.payload_bytes += len(pkt.payload)
-        self._store(pkt.seq, pkt.payload, pkt.timestamp, pkt.capture_ms, pkt.arrival_ms)
-        self.jb.push(pkt.seq, ts_ms, pkt.arrival_ms, len(pkt.payload), False, pkt.retransmit)
+        self._store(pkt.seq, pkt.payload, pkt.timestamp, self._origin_ms + ts_ms, pkt.arrival_ms)
+        self.jb.push(pkt.seq, ts_ms, pkt.arrival_ms, len(pkt.payload), False, pkt.retransmission)
         self._note_gap(pkt.seq, now)
 
     def _store(self, seq16: int, payload: bytes, ts: int, capture: float, arrival: float) -> None:
@@ -194,13 +152,14 @@ class Receiver:
             if not missing:
                 continue
             lost = missing[0]
-            others = [Packet(MEDIA, s, 0, self._payloads[s][0], 0, 0.0) for s in members if s != lost]
-            payload = xor_recover(parity, others)
-            ts = parity.timestamp + (members.index(lost)) * len(payload)
-            if self.jb.push(lost, ts / BYTES_PER_MS, now, len(payload), False, True) == ACCEPTED:
+            payload = xor_recover(parity.payload, [self._payloads[s][0] for s in members if s != lost])
+            samples = int(round(len(payload) * SAMPLES_PER_MS / self._bytes_per_ms))
+            ts = parity.timestamp + members.index(lost) * samples
+            ts_ms = ts / SAMPLES_PER_MS
+            if self.jb.push(lost, ts_ms, now, len(payload), False, True) == ACCEPTED:
                 self.corrected += 1
                 self._recovered.add(lost)
-                self._store(lost, payload, ts, ts / BYTES_PER_MS, now)
+                self._store(lost, payload, ts, self._origin_ms + ts_ms, now)
         for first in done:
             del self._groups[first]
 
@@ -229,7 +188,7 @@ class Receiver:
         # A request whose answer cannot arrive before the slot plays, even over the fastest recent
         # transit both ways, is not sent: the retransmission would only be dropped late, and it takes
         # pacing capacity from the media behind it (a backlogged sender raises the base transit too).
-        packet_ms = self.sender.packet_ms
+        packet_ms = self.packet_ms
         rtt = 2 * max(0.0, self.jb.mean_transit_ms - packet_ms)
         fastest = 2 * max(0.0, self.jb.base_transit_ms - packet_ms)
         offset = self.jb.playout_offset_ms
@@ -244,18 +203,11 @@ class Receiver:
                 state[1] += 1
                 state[2] = now + rtt + FRAME_MS
                 self.retransmit_requests += 1
-                delay = self.network.feedback_delay(now)
-                if delay is not None:
-                    heapq.heappush(self._nacks, (now + delay, seq16))
+                self.source.request_retransmission(seq16, now)
 
     def _highest_ts_ms(self) -> float:
         entry = self._payloads.get((self._highest or 0) & 0xFFFF)
-        return entry[1] / BYTES_PER_MS if entry else 0.0
-
-    def _deliver_nacks(self, now: float) -> None:
-        while self._nacks and self._nacks[0][0] <= now:
-            _, seq16 = heapq.heappop(self._nacks)
-            self.sender.nack(seq16, now)
+        return entry[1] / SAMPLES_PER_MS if entry else 0.0
 
     # -- playout ---------------------------------------------------------------------------
 
@@ -265,12 +217,12 @@ class Receiver:
             seq, status, wait = self.jb.pop(now)
             if status == WAIT:
                 break
-            out_at = now + self._fifo_len / BYTES_PER_MS  # when this slot's first sample leaves the output
+            out_at = now + self._fifo_len / SAMPLES_PER_MS  # when this slot's first sample leaves the output
             if status == PLAYED:
                 entry = self._payloads.get(seq & 0xFFFF)
                 if entry is not None:
                     payload, ts, capture, arrival = entry
-                    samples = codec.decode(payload)
+                    samples = self._format.decode(payload)
                     self._push(samples, ts)
                     self._last_packet = samples
                     self._concealed_run = 0

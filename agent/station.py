@@ -1,7 +1,7 @@
 """StationAgent: the frame loop of one station host (both extensions), its knobs, samples and controller link.
 
 The loop runs on a 20 ms frame timer (monotonic clock). Per frame: knob sets received since
-the last frame are applied to the whole pipeline at once (DSP chain, buffer, network),
+the last frame are applied to the whole pipeline at once (DSP chain, receiver, packet source),
 persisted, handed to the external applier and acknowledged; then each extension steps one
 frame. Every sample_interval_ms each extension is measured and a SAMPLE is sent; every
 heartbeat_ms a HEARTBEAT (both on the first frame boundary once due, so they add no
@@ -222,7 +222,8 @@ class StationAgent:
         return {"station": self.cfg.station, "connected": self.link.connected,
                 "malformed": self.link.malformed, "dropped": self.link.dropped,
                 "extensions": {e: {"values": p.values, "frames": p.pipeline.frames, "knob_version": p.version,
-                                   "sampled_at": p.sampled_at, "sim_cpu_s": p.pipeline.sim_cpu_s}
+                                   "sampled_at": p.sampled_at, "sim_cpu_s": p.pipeline.sim_cpu_s,
+                                   "send": p.pipeline.source.send_figures()}
                                for e, p in self.points.items()}}
 
     def close(self) -> None:

@@ -13,7 +13,7 @@ from agent.measure.host import HostMeter
 from agent.measure.sample import PointMeter
 from agent.pipeline import ExtensionPipeline
 from agent.sim.conditions import SimConditions
-from agent.sim.source import SimSource
+from agent.sim.capture import SimCapture
 from shared.knobs import defaults
 from shared.metrics import METRICS, METRICS_BY_KEY, out_of_bounds
 
@@ -127,7 +127,7 @@ def truth(clean_frames: np.ndarray) -> np.ndarray:
 
 
 def source_windows(noise_dbfs: float, seed: int, windows: int) -> list[tuple[np.ndarray, np.ndarray]]:
-    src = SimSource(SimConditions(noise_dbfs=noise_dbfs, echo_gain_db=-120.0), seed)
+    src = SimCapture(SimConditions(noise_dbfs=noise_dbfs, echo_gain_db=-120.0), seed)
     out = []
     for _ in range(windows):
         frames = [src.next_frame() for _ in range(8)]

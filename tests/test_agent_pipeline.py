@@ -72,7 +72,7 @@ def test_retransmission_recovers_losses_when_the_round_trip_allows(host):
     knobs = {"fec_enabled": False, "adaptive_buffering": False, "jitter_buffer_depth": 150}
     without, s0 = run(30, cond, {**knobs, "max_retransmits": 0}, host=host)
     with_rtx, s1 = run(30, cond, {**knobs, "max_retransmits": 3}, host=host)
-    assert without.sender.retransmits_sent == 0 and with_rtx.sender.retransmits_sent > 0
+    assert without.source.sender.retransmits_sent == 0 and with_rtx.source.sender.retransmits_sent > 0
     assert s1[-1]["packet.loss_rate"] < 0.5 * s0[-1]["packet.loss_rate"]
     assert with_rtx.receiver.concealed_slots < 0.5 * without.receiver.concealed_slots
     # A playout deadline shorter than the round trip makes retransmission useless: the receiver does not

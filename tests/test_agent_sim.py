@@ -5,19 +5,20 @@ import numpy as np
 import pytest
 
 from agent import codec
+from agent.fec import xor_recover
+from agent.sim.capture import SimCapture
 from agent.sim.conditions import SimConditions
 from agent.sim.network import SimNetwork
-from agent.sim.packet import media_packet, parity_packet, xor_recover
+from agent.sim.packet import media_packet, parity_packet
 from agent.sim.sender import Sender
-from agent.sim.source import SimSource
 from shared.config import ConfigError
 from shared.knobs import defaults
 
 QUIET = dict(drift="none", duplicate_rate=0.0, reorder_rate=0.0, corruption_rate=0.0, loss_rate=0.0)
 
 
-def frames(seed: int, n: int = 500, **cond) -> tuple[np.ndarray, np.ndarray, np.ndarray, SimSource]:
-    src = SimSource(SimConditions(**cond), seed)
+def frames(seed: int, n: int = 500, **cond) -> tuple[np.ndarray, np.ndarray, np.ndarray, SimCapture]:
+    src = SimCapture(SimConditions(**cond), seed)
     got = [src.next_frame() for _ in range(n)]
     return (*(np.concatenate([g[i] for g in got]) for i in range(3)), src)  # type: ignore[return-value]
 
@@ -127,7 +128,7 @@ def test_xor_parity_recovers_one_missing_member():
     members = [media_packet(i, i * 320, bytes(np.random.default_rng(i).integers(0, 256, 320, dtype=np.uint8)), 0.0)
                for i in range(5)]
     parity = parity_packet(0, members)
-    assert xor_recover(parity, members[:2] + members[3:]) == members[2].payload
+    assert xor_recover(parity.payload, [m.payload for m in members[:2] + members[3:]]) == members[2].payload
 
 
 class _Recorder:
@@ -176,10 +177,11 @@ def test_bad_sim_tables_are_refused_with_the_key_named():
 
 def test_next_payload_is_the_capture_mu_law_encoded() -> None:
     cond = SimConditions()
-    framed, encoded = SimSource(cond, 3), SimSource(cond, 3)
+    framed, encoded = SimCapture(cond, 3), SimCapture(cond, 3)
     for _ in range(120):  # across a rendering block boundary
         capture, clean, far = framed.next_frame()
         payload, clean2, far2 = encoded.next_payload()
         assert payload == codec.encode(capture)
         np.testing.assert_array_equal(clean, clean2)
         np.testing.assert_array_equal(far, far2)
+

@@ -126,11 +126,11 @@ def test_knob_set_applies_at_a_frame_boundary_to_chain_buffer_and_sender_togethe
         pipe = point.pipeline
         deliver(agent, link, knob_set(2, packet_size=640, jitter_buffer_depth=300, adaptive_buffering=False,
                                       compressor_enabled=True, compressor_lookahead=10.0, fec_percentage=50))
-        assert point.version == 0 and pipe.sender.packet_size == 320  # not yet: waits for the frame boundary
+        assert point.version == 0 and pipe.source.sender.packet_size == 320  # not yet: waits for the frame boundary
         assert not link.of(MsgType.ACK)
         agent.frame()
         assert point.version == 2 and link.of(MsgType.ACK)[-1]["ok"]
-        assert pipe.sender.packet_size == 640 and pipe.sender.fec_group == 2
+        assert pipe.source.sender.packet_size == 640 and pipe.source.sender.fec_group == 2
         assert pipe.receiver.jb.target_delay_ms == 300
         assert pipe.chain.algorithmic_delay_ms >= 10.0
         for _ in range(8):
@@ -247,3 +247,5 @@ def test_a_metric_outside_its_bounds_is_logged_once_and_sample_values_are_plain(
             assert value is None or type(value) is {"bool": bool, "int": int}.get(m.type.value, float), m.key
     finally:
         agent.close()
+
+

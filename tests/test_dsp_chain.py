@@ -11,7 +11,7 @@ import pytest
 from agent.dsp import DspChain
 from agent.dsp.signals import frames, rms_db, room_echo, scale_to, speech_like, white_noise
 from agent.sim.conditions import SimConditions
-from agent.sim.source import SimSource
+from agent.sim.capture import SimCapture
 from ext import dsp_py
 from shared.knobs import KNOBS, PIPELINE, defaults
 
@@ -191,7 +191,7 @@ def test_echo_canceller_does_no_harm_when_the_echo_is_faint() -> None:
     """Echo 30 dB down (the demo's healthy room) under a talker who speaks most of the time: adapting
     on the talker teaches the filter to cancel them (this seed once cost 8.6 dB), so the output
     must stay as close to the talker as the microphone is."""
-    source = SimSource(SimConditions(echo_gain_db=-30.0, noise_dbfs=-60.0), seed=4)
+    source = SimCapture(SimConditions(echo_gain_db=-30.0, noise_dbfs=-60.0), seed=4)
     mic, near, far = (np.concatenate(parts) for parts in zip(*(source.next_frame() for _ in range(400))))
     out = run(mic, far, nr_enabled=False, agc_enabled=False, limiter_enabled=False)
     assert rms_db(out[2 * FS:] - near[2 * FS:]) < rms_db(mic[2 * FS:] - near[2 * FS:]) + 0.5

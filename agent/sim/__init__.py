@@ -1,1 +1,1 @@
-"""Simulated source of the agent: speech-like audio, a sender and the network path between them."""
+"""The built-in simulator, a PacketSource (source.py): speech-like capture, a sender, and the network path between them."""

@@ -1,4 +1,4 @@
-"""The simulated capture of one extension: near-end talker + room noise + echo of the far-end reference."""
+"""The simulated microphone of one extension: near-end talker + room noise + echo of the far-end reference."""
 from __future__ import annotations
 
 import numpy as np
@@ -12,7 +12,7 @@ FRAME_SAMPLES = 320
 _BLOCK_FRAMES = 50  # render one second at a time so a frame is a slice
 
 
-class SimSource:
+class SimCapture:
     """Seeded source of 20 ms frames: `next_frame() -> (capture, clean, far_end)`.
 
     `clean` is the near-end talker alone (the intrusive reference for SINAD and PESQ);

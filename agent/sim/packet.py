@@ -4,13 +4,16 @@ from __future__ import annotations
 import zlib
 from dataclasses import dataclass
 
+from agent.fec import xor_parity
+from agent.source import Arrival, PacketKind
+
 # On-the-wire overhead of every packet: RTP 12 + UDP 8 + IPv4 20 bytes.
 HEADER_BYTES = 40
 # An FEC parity packet also carries an RFC 5109-style FEC header (10) and level header (4).
 FEC_HEADER_BYTES = 14
 BYTES_PER_MS = 16  # G.711 mu-law at 16 kHz
 
-MEDIA, PARITY = 0, 1
+MEDIA, PARITY = int(PacketKind.MEDIA), int(PacketKind.PARITY)
 
 
 @dataclass(slots=True)
@@ -47,19 +50,13 @@ def media_packet(seq: int, timestamp: int, payload: bytes, capture_ms: float) ->
 
 
 def parity_packet(first_seq: int, members: list[Packet]) -> Packet:
-    """XOR of the members' payloads (equal sizes: one packet_size per group)."""
-    size = len(members[0].payload)
-    acc = 0
-    for m in members:
-        acc ^= int.from_bytes(m.payload, "little")
-    payload = acc.to_bytes(size, "little")
+    """The XOR parity of a group of media packets (equal sizes: one packet_size per group)."""
+    payload = xor_parity(m.payload for m in members)
     return Packet(PARITY, first_seq & 0xFFFF, members[0].timestamp, payload, zlib.crc32(payload),
                   members[-1].capture_ms, group_size=len(members))
 
 
-def xor_recover(parity: Packet, others: list[Packet]) -> bytes:
-    """The one missing member's payload from the parity and every other member."""
-    acc = int.from_bytes(parity.payload, "little")
-    for m in others:
-        acc ^= int.from_bytes(m.payload, "little")
-    return acc.to_bytes(len(parity.payload), "little")
+def arrival(packet: Packet) -> Arrival:
+    """The packet as the receiving side sees it: no sender internals beyond its send time."""
+    return Arrival(packet.seq, packet.timestamp, packet.payload, packet.arrival_ms, packet.wire_bytes,
+                   PacketKind(packet.kind), packet.intact(), packet.retransmit, packet.group_size, packet.send_ms)
