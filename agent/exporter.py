@@ -14,7 +14,10 @@ booleans are 0/1; a null timestamp is omitted. Agent health: `tpmon_agent_up`,
 `tpmon_agent_link_frames_malformed_total`, `tpmon_agent_link_messages_dropped_total`,
 `tpmon_agent_knob_version{extension}`, `tpmon_agent_last_sample_timestamp_seconds{extension}`,
 `tpmon_agent_sim_cpu_seconds_total{extension}` (thread CPU time of the built-in simulator's
-sending side, so its share of the process CPU can be told apart from the agent's own cost).
+sending side, so its share of the process CPU can be told apart from the agent's own cost),
+and for a source that owns its sender (the simulator) `tpmon_agent_sim_pacer_drops_total{extension}`
+(packets its pacer dropped on a full queue) and `tpmon_agent_sim_pacer_queue_ms{extension}`
+(how long until the packets waiting in it at the last frame have all left); sources without a sender omit both.
 
 Nothing happens at import: `AgentCollector` is registered on the registry the caller
 passes, and `serve()` starts the HTTP server only when asked.
@@ -49,7 +52,8 @@ class AgentCollector(Collector):
     """Reads the agent's state through `snapshot()` at scrape time (no per-sample gauge updates).
 
     `snapshot()` returns {"station", "connected", "malformed", "dropped", "extensions":
-    {ext: {"values": [68 values in catalog order] | None, "frames", "knob_version", "sampled_at"}}}.
+    {ext: {"values": [68 values in catalog order] | None, "frames", "knob_version", "sampled_at", "sim_cpu_s",
+    "send": agent.source.SendFigures | None}}}.
     """
 
     def __init__(self, snapshot: Callable[[], dict[str, Any]]) -> None:
@@ -79,6 +83,17 @@ class AgentCollector(Collector):
         for ext, state in exts.items():
             sim.add_metric([station, ext], state["sim_cpu_s"])
         yield sim
+        drops = CounterMetricFamily("tpmon_agent_sim_pacer_drops", "Packets the simulated sender's pacer dropped "
+                                    "because its bounded queue was full.", labels=["station", "extension"])
+        queue = GaugeMetricFamily("tpmon_agent_sim_pacer_queue_ms", "Time until the packets waiting in the simulated "
+                                  "sender's pacer have all left (ms).", labels=["station", "extension"])
+        for ext, state in exts.items():
+            send = state.get("send")
+            if send is not None:
+                drops.add_metric([station, ext], send.pacer_drops)
+                queue.add_metric([station, ext], send.pacer_queue_ms)
+        yield drops
+        yield queue
         yield CounterMetricFamily("tpmon_agent_link_frames_malformed", "Frames from the controller that did not decode.",
                                   value=snap["malformed"])
         yield CounterMetricFamily("tpmon_agent_link_messages_dropped", "Messages dropped because no controller took them.",

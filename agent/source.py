@@ -8,8 +8,8 @@ are optional, each None where a source cannot know it:
 - `references`: the near-end talker alone and the far-end signal played into the room, by
   media sample index (the simulator synthesises both; the first is the intrusive reference
   of SINAD and PESQ, the second the echo canceller's far end).
-- `send_figures()`: the sending side's and the path's own counters (packets sent, packets
-  in flight). Only a source that owns the sender has them.
+- `send_figures()`: the sending side's and the path's own counters (packets sent, pacer
+  queue and drops, packets in flight). Only a source that owns the sender has them.
 
 Timing conventions: times are float milliseconds on the pipeline's frame clock; media
 timestamps are in pipeline samples (16 kHz, `SAMPLES_PER_MS` per ms), and media sample k was
@@ -67,6 +67,9 @@ class SendFigures:
     media_sent: int
     parity_sent: int
     retransmits_sent: int
+    pacer_drops: int         # packets the sender's pacer dropped because its queue was full
+    pacer_queue_packets: int  # packets waiting in the pacer now
+    pacer_queue_ms: float    # how long until the packets waiting in the pacer now have all left
     in_flight: int           # packets sent and not yet arrived
     far_side_cpu_s: float    # thread CPU time spent producing the packets (work a received stream costs nobody)
 

@@ -9,6 +9,7 @@ from agent.fec import xor_recover
 from agent.sim.capture import SimCapture
 from agent.sim.conditions import SimConditions
 from agent.sim.network import SimNetwork
+from agent.sim.pacer import MAX_QUEUE_MS
 from agent.sim.packet import media_packet, parity_packet
 from agent.sim.sender import Sender
 from shared.config import ConfigError
@@ -185,3 +186,30 @@ def test_next_payload_is_the_capture_mu_law_encoded() -> None:
         np.testing.assert_array_equal(clean, clean2)
         np.testing.assert_array_equal(far, far2)
 
+
+def _paced(**knobs) -> tuple[Sender, _Recorder, list[float]]:
+    """Ten seconds of 20 ms frames through a sender; the pacer's queue after every frame."""
+    sender, rec = _sender(**knobs)
+    queue = []
+    for k in range(500):
+        sender.push(bytes(320), k * 320, (k + 1) * 20.0)
+        queue.append(sender.pacer.queue_ms((k + 1) * 20.0))
+    return sender, rec, queue
+
+
+def test_pacing_rate_multiplies_everything_sent_so_fec_does_not_queue():
+    """50 % FEC is 1.5 packets per media packet: paced at 1.0 x that, with no burst allowance, nothing piles up."""
+    sender, rec, queue = _paced(fec_enabled=True, fec_percentage=50, pacing_rate=1.0, burst_size=1)
+    assert sender.parity_sent == 250 and sender.pacer_drops == 0 and len(rec.sent) == 750
+    assert max(queue) <= 20.0  # at most one frame's packets waiting, and no growth
+    times = [t for t, _ in rec.sent]
+    assert np.all(np.diff(times) >= 20.0 / 1.5 - 1e-9)  # spaced at the outgoing rate, not the media rate
+
+
+def test_pacer_queue_is_bounded_and_what_overflows_is_dropped_and_counted():
+    sender, rec, queue = _paced(fec_enabled=True, fec_percentage=50, pacing_rate=0.5, burst_size=1)
+    assert max(queue) <= MAX_QUEUE_MS and queue[-1] > 0.5 * MAX_QUEUE_MS
+    assert sender.pacer_drops > 0
+    assert len(rec.sent) + sender.pacer_drops == sender.media_sent + sender.parity_sent
+    # Paced at half of what is offered: half of the 750 packets is dropped (less what the full queue holds).
+    assert sender.pacer_drops == pytest.approx(750 / 2, rel=0.05)

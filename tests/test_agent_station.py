@@ -249,3 +249,17 @@ def test_a_metric_outside_its_bounds_is_logged_once_and_sample_values_are_plain(
         agent.close()
 
 
+
+def test_exporter_shows_the_simulated_pacer(tmp_path):
+    agent, _ = make_agent(tmp_path)
+    try:
+        agent.frame()
+        pacer = agent.points["4444"].pipeline.source.sender.pacer
+        pacer.drops = 7  # as if its queue had overflowed 7 times
+        text = generate_latest(_registry(agent)).decode()
+        assert 'tpmon_agent_sim_pacer_drops_total{extension="4444",station="Station-3"} 7.0' in text
+        assert 'tpmon_agent_sim_pacer_drops_total{extension="3333",station="Station-3"} 0.0' in text
+        assert 'tpmon_agent_sim_pacer_queue_ms{extension="3333",station="Station-3"}' in text
+    finally:
+        agent.close()
+

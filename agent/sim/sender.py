@@ -2,10 +2,8 @@
 
 Knobs acting here: packet_size (payload bytes per packet: packet rate and header overhead),
 fec_enabled / fec_percentage (one parity packet per round(100 / percentage) media packets),
-pacing_rate / burst_size (a token bucket of burst_size packets refilled at pacing_rate times
-the media packet rate), max_retransmits (how many NACKs per packet it answers). Packets the
-pacer would hold back longer than MAX_QUEUE_MS are dropped at the sender, as a real sender
-with a bounded queue does when it is paced below its send rate.
+pacing_rate / burst_size (the pacer in agent/sim/pacer.py: a bounded queue paced at a
+multiple of everything sent), max_retransmits (how many NACKs per packet it answers).
 """
 from __future__ import annotations
 
@@ -13,42 +11,44 @@ from collections import OrderedDict
 from typing import Any, Mapping
 
 from agent.sim.network import SimNetwork
-from agent.sim.packet import BYTES_PER_MS, Packet, media_packet, parity_packet
+from agent.sim.pacer import Pacer
+from agent.sim.packet import BYTES_PER_MS, MEDIA, Packet, media_packet, parity_packet
 
-MAX_QUEUE_MS = 1000.0
 _HISTORY = 1024  # media packets kept for retransmission (>= 5 s at the smallest packet_size)
 
 
 class Sender:
-    def __init__(self, network: SimNetwork, knobs: Mapping[str, Any]) -> None:
+    def __init__(self, network: SimNetwork, knobs: Mapping[str, Any], pacer: Pacer | None = None) -> None:
         self.network = network
+        self.pacer = pacer or Pacer()
         self._pending = bytearray()
         self._pending_ts = 0           # timestamp of the first pending byte (sample index)
         self._seq = 0
         self._group: list[Packet] = []
         self._history: OrderedDict[int, Packet] = OrderedDict()
         self._resends: dict[int, int] = {}
-        self._tokens = 0.0
-        self._token_at = 0.0
-        self.media_sent = self.parity_sent = self.retransmits_sent = self.sender_drops = 0
+        self._last_ms = 0.0            # the latest time a packet was handed to the pacer
+        self.media_sent = self.parity_sent = self.retransmits_sent = 0
         self.configure(knobs)
-        self._tokens = float(self.burst_size)
 
     def configure(self, knobs: Mapping[str, Any]) -> None:
-        """Take the network knobs; called at a frame boundary, so an open FEC group is closed first."""
+        """Take the send knobs; called at a frame boundary, so an open FEC group is closed first."""
         new_size = int(knobs["packet_size"])
         if self._group and getattr(self, "packet_size", new_size) != new_size:
-            self._close_group(self._token_at)
+            self._close_group(self._last_ms)
         self.packet_size = new_size
         pct = int(knobs["fec_percentage"]) if knobs["fec_enabled"] else 0
         self.fec_group = max(1, round(100 / pct)) if pct > 0 else 0
-        self.pacing_rate = float(knobs["pacing_rate"])
-        self.burst_size = int(knobs["burst_size"])
         self.max_retransmits = int(knobs["max_retransmits"])
+        self.pacer.configure(float(knobs["pacing_rate"]), int(knobs["burst_size"]), self.packet_ms, self.fec_group)
 
     @property
     def packet_ms(self) -> float:
         return self.packet_size / BYTES_PER_MS
+
+    @property
+    def pacer_drops(self) -> int:
+        return self.pacer.drops
 
     def push(self, payload: bytes, first_sample: int, now_ms: float) -> None:
         """Queue one frame of mu-law bytes captured up to `now_ms` and send every full packet."""
@@ -96,16 +96,10 @@ class Sender:
             self._history.popitem(last=False)
 
     def _emit(self, pkt: Packet, ready_ms: float) -> None:
-        """Token-bucket pacing: burst_size packets leave at once, the rest at pacing_rate x media rate."""
-        rate = self.pacing_rate / self.packet_ms  # packets per ms
-        t = max(ready_ms, self._token_at)
-        self._tokens = min(float(self.burst_size), self._tokens + (t - self._token_at) * rate)
-        if self._tokens < 1.0:
-            t += (1.0 - self._tokens) / rate
-            self._tokens = 1.0
-        if t - ready_ms > MAX_QUEUE_MS:
-            self.sender_drops += 1
+        """Through the pacer onto the network; a packet the pacer's full queue refuses is lost at the sender."""
+        self._last_ms = max(self._last_ms, ready_ms)
+        t = self.pacer.schedule(ready_ms, pkt.retransmit)
+        if t is None:
             return
-        self._tokens -= 1.0
-        self._token_at = t
-        self.network.send(pkt.copy() if pkt.kind == 0 and not pkt.retransmit else pkt, t, self.packet_ms)
+        # The network stamps send and arrival times on what it carries: the copy kept for retransmission stays clean.
+        self.network.send(pkt.copy() if pkt.kind == MEDIA and not pkt.retransmit else pkt, t, self.packet_ms)

@@ -101,8 +101,10 @@ class SimPacketSource:
             heapq.heappush(self._nacks, (now_ms + delay, seq & 0xFFFF))
 
     def send_figures(self) -> SendFigures:
-        s = self.sender
-        return SendFigures(s.media_sent, s.parity_sent, s.retransmits_sent, self.network.in_flight, self.far_side_cpu_s)
+        s, now = self.sender, self._captured_ms
+        return SendFigures(s.media_sent, s.parity_sent, s.retransmits_sent, s.pacer.drops,
+                           s.pacer.queue_packets(now), s.pacer.queue_ms(now), self.network.in_flight,
+                           self.far_side_cpu_s)
 
     def conditions(self, now_ms: float) -> dict[str, Any]:
         """The simulated path in force now (after drift) and the room."""
