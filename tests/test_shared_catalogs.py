@@ -106,3 +106,34 @@ def test_cross_knob_rules_need_the_merged_set():
 def test_body_that_is_not_an_object():
     _, problems = knobs.validate([1, 2])
     assert problems[0].field == "body"
+
+
+# The knobs handed to the station's engine since the catalog first said who applies what.
+EXTERNAL_KNOBS = {
+    "aec_drift_compensation", "aec_mobile_mode", "aec_routing_mode", "aec_skew_mode", "aec_delay_logging",
+    "aec_extended_filter", "aec_refined_adaptive_filter", "formant_shift", "pitch_correction",
+    "vibrato_suppression", "stereo_width", "congestion_control", "network_priority",
+}
+
+
+def test_every_knob_says_where_it_acts_and_the_catalog_json_carries_it():
+    Acts = knobs.Acts
+    assert {a.value for a in Acts} == {"receive", "dsp", "send", "external"}
+    for k in knobs.KNOBS:
+        assert isinstance(k.acts, Acts), k.name
+        doc = k.to_json()
+        assert doc["acts"] == k.acts.value and doc["appliedBy"] == k.applied_by
+    assert [d["acts"] for d in knobs.catalog_json()] == [k.acts.value for k in knobs.KNOBS]
+    acts = {k.name: k.acts for k in knobs.KNOBS}
+    buffer = [k.name for k in knobs.KNOBS if k.category == "buffer"]
+    assert len(buffer) == 8 and all(acts[n] is Acts.RECEIVE for n in buffer)  # the jitter buffer
+    for name in ("packet_size", "fec_enabled", "fec_percentage", "pacing_rate", "burst_size"):
+        assert acts[name] is Acts.SEND, name
+    for name in ("retransmit_timeout", "max_retransmits"):  # the receiver asks; the simulated sender only answers
+        assert acts[name] is Acts.RECEIVE, name
+    assert {n for n, a in acts.items() if a is Acts.EXTERNAL} == EXTERNAL_KNOBS
+    # The pipeline/external split follows from it, unchanged.
+    assert {k.name for k in knobs.KNOBS if k.applied_by == knobs.EXTERNAL} == EXTERNAL_KNOBS
+    chain = ("agc", "aec", "noise_reduction", "equalizer", "voice_enhancement", "compression", "spatial")
+    assert {n for n, a in acts.items() if a is Acts.DSP} == {
+        k.name for k in knobs.KNOBS if k.category in chain and k.name not in EXTERNAL_KNOBS}

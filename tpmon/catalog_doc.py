@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from shared.knobs import KNOB_CATEGORIES, KNOB_COUNT, KNOBS, Knob
+from shared.knobs import KNOB_CATEGORIES, KNOB_COUNT, KNOBS, Acts, Knob
 from shared.metrics import CATEGORIES, METRIC_COUNT, METRICS, Metric, MetricType
 
 
@@ -62,15 +62,23 @@ def render() -> str:
     lines += [
         "", f"## Knobs ({KNOB_COUNT})", "",
         "The plan says 111 knobs, but its equalizer list (enable plus 10 bands of frequency and gain)",
-        "gives 21, so the catalog holds 112. *pipeline* knobs are implemented by the agent's reference",
-        "pipeline (DSP chain, jitter buffer, sender and network); *external* knobs are handed to the",
-        "station's audio engine or transport through the agent's applier.",
+        "gives 21, so the catalog holds 112. *Acts* says where a knob acts: *receive* (the receiver's",
+        "jitter buffer and retransmission requests), *dsp* (the audio chain), *send* (packetisation, FEC",
+        "and pacing of the sender) or *external* (handed to the station's own audio engine or transport",
+        "through the agent's applier). The agent's reference pipeline implements every knob but the",
+        "*external* ones (the API's `appliedBy`: *pipeline* or *external*). What-if replay can answer",
+        "*receive* and *dsp* knobs from received packets; *send* knobs need the simulator or a model.",
+        "",
+        "| acts | knobs |",
+        "|---|---|",
     ]
+    for acts in Acts:
+        lines.append(f"| {acts.value} | {sum(k.acts is acts for k in KNOBS)} |")
     for cat in KNOB_CATEGORIES:
         rows = [k for k in KNOBS if k.category == cat]
-        lines += ["", f"### {cat} ({len(rows)})", "", "| knob | type | unit | range or choices | default | applied by | what it does |",
+        lines += ["", f"### {cat} ({len(rows)})", "", "| knob | type | unit | range or choices | default | acts | what it does |",
                   "|---|---|---|---|---|---|---|"]
         for k in rows:
             default = str(k.default).lower() if isinstance(k.default, bool) else k.default
-            lines.append(f"| `{k.name}` | {k.type.value} | {k.unit} | {_range(k)} | {default} | {k.applied_by} | {k.description} |")
+            lines.append(f"| `{k.name}` | {k.type.value} | {k.unit} | {_range(k)} | {default} | {k.acts.value} | {k.description} |")
     return "\n".join(lines) + "\n"
