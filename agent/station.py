@@ -31,9 +31,9 @@ from shared import protocol
 from shared.knobs import KnobProblem, validate
 from shared.metrics import METRICS
 from shared.protocol import Message, MsgType
+from shared.version import VERSION
 
 log = logging.getLogger(__name__)
-AGENT_VERSION = "0.1.0"
 _MAX_LAG_FRAMES = 25  # more than half a second behind (suspended host): skip ahead instead of bursting
 
 
@@ -167,7 +167,7 @@ class StationAgent:
 
     def hello(self) -> Message:
         return protocol.hello(self.cfg.station, list(self.points), {e: p.version for e, p in self.points.items()},
-                              agent_version=AGENT_VERSION, pid=_pid(), started_at=self.epoch)
+                              agent_version=VERSION, pid=_pid(), started_at=self.epoch)
 
     # -- the loop --------------------------------------------------------------------------
 

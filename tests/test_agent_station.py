@@ -263,3 +263,11 @@ def test_exporter_shows_the_simulated_pacer(tmp_path):
     finally:
         agent.close()
 
+
+def test_hello_carries_the_one_tpmon_version(tmp_path):
+    from shared.version import VERSION
+    agent, _ = make_agent(tmp_path)
+    try:
+        assert agent.hello().body["agent_version"] == VERSION
+    finally:
+        agent.close()
