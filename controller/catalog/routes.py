@@ -7,7 +7,7 @@ from typing import Any
 from aiohttp import web
 
 from controller.app_keys import SERVICES
-from controller.http.responses import CatalogDocument
+from controller.catalog.models import CatalogDocument
 from controller.http.endpoint import Endpoint, Reply, add_endpoint
 from controller.http.cached import serve
 from controller.security.principal import Permission

@@ -8,7 +8,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from shared.version import VERSION
 from controller.app_keys import SERVICES
-from controller.http.responses import Health
+from controller.health.models import Health
 from controller.clock import iso_ms
 from controller.http.errors import json_response
 from controller.live.state import Status

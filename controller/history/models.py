@@ -13,8 +13,7 @@ from pydantic import Field
 from pydantic.json_schema import SkipJsonSchema
 
 from controller.catalog.schemas import CatalogModel, by_category, metric_schema
-from controller.http.models import STATION_PATTERN, MetricFields, QueryModel
-from controller.http.responses import Body
+from controller.http.models import STATION_PATTERN, Body, MetricFields, QueryModel
 from shared.metrics import Metric, MetricKind, MetricType
 from shared.topology import EXTENSIONS
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, models_json_schema
 
 from shared.version import VERSION
-from controller.http.responses import ErrorEnvelope
+from controller.http.models import ErrorEnvelope
 from controller.http.endpoint import Endpoint, paths_of
 from controller.security.principal import ROLES, Permission
 from controller.security.signing import NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER

@@ -4,7 +4,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from controller.app_keys import SERVICES
-from controller.http.responses import OpenApiDocument
+from controller.http.models import OpenApiDocument
 from controller.http.endpoint import Endpoint, Reply, add_endpoint, endpoints
 from controller.http.cached import serve
 

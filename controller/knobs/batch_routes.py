@@ -8,7 +8,7 @@ from aiohttp import web
 from controller.app_keys import SERVICES
 
 from controller.http import logs
-from controller.knobs.models import BatchOptions, BatchRequest, BatchResult, BatchTargets
+from controller.knobs.batch_models import BatchOptions, BatchRequest, BatchResult, BatchTargets
 from controller.http.params import body_of
 from controller.knobs.batch import BatchOutcome, BatchRefused, Validation
 from controller.http.errors import ApiError, json_response

@@ -1,44 +1,117 @@
-"""Request and response models of knob change history, templates and batch operations (validation and OpenAPI).
+"""Request and response models of a point's knobs: the change body, its answers, the knob change history.
 
-Batch and template bodies name knobs through the catalog schema (`BatchSettings` documents
-one property per knob, like KnobChange) but check only the object's shape: each setting is
-validated per target by the batch itself, strictly (any problem is a 400 listing every
-one) or leniently (reported per target), so the catalog is applied once, in one place.
+A route declares `KnobChange` as its body (or a field of its body) and gets both the
+validation (every value through `shared.knobs.validate`, one problem per knob) and the
+OpenAPI schema (one property per knob with its type, range or choices, unit and
+description, from controller.catalog.schemas). `KnobSet` is every knob, as answers carry
+it. Batch and template models are in knobs/batch_models.py and knobs/template_models.py.
 """
 from __future__ import annotations
 
 import re
 from datetime import datetime, timezone
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, PlainValidator, WithJsonSchema, field_validator
+from pydantic import AfterValidator, Field, PlainValidator, ValidationError, WithJsonSchema, field_validator
 from pydantic.json_schema import SkipJsonSchema
-from pydantic_core import PydanticCustomError
+from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from controller.catalog.schemas import NO_KNOBS, CatalogModel, KnobChange
-from controller.http.models import NAME_PATTERN, STATION_PATTERN, BodyModel, CommaList, QueryModel
-from controller.http.responses import Body, Problem
+from controller.catalog.schemas import CatalogModel, knob_properties
+from controller.http.models import PYTHON_RE, Body, CommaList, Problem, QueryModel
 from controller.knobs.changes import KEY_METRICS, SOURCES
-from shared.knobs import KNOBS, KNOBS_BY_NAME
-from shared.topology import EXTENSIONS
+from shared.knobs import KNOBS, KNOBS_BY_NAME, validate
 
-REASON = Field(None, max_length=500, description="Why: kept with every knob change in the knob history")
-TEMPLATE_ID_PATTERN = r"^[A-Za-z0-9_-]{1,64}$"
-# No leading or trailing space, no line breaks: a name is one line an operator can type.
-CATEGORY_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
+NO_KNOBS = 'no knobs given: send an object such as {"agc_enabled": true}'
+
+
+# --- the knob change body -------------------------------------------------------------------
+
+class KnobChange(CatalogModel):
+    """Some knobs of one point, by name, with their new values (at least one). Each value is checked against the knob catalog (type, range or choices); cross-knob rules (buffer sizes, playout delay) are checked against the point's stored set, and any problem changes nothing."""
+
+    problem_noun: ClassVar[str] = "knob value"  # "3 invalid knob values; nothing was changed"
+
+    @classmethod
+    def catalog_schema(cls) -> dict[str, Any]:
+        return {"type": "object", "properties": knob_properties(), "additionalProperties": False,
+                "minProperties": 1}
+
+    @field_validator("root", mode="before")
+    @classmethod
+    def _through_the_catalog(cls, value: Any) -> dict[str, Any]:
+        return checked_knobs(value)
+
+
+class KnobSet(CatalogModel):
+    """Every knob of a point (all of the catalog), by name."""
+
+    @classmethod
+    def catalog_schema(cls) -> dict[str, Any]:
+        properties = knob_properties()
+        return {"type": "object", "properties": properties, "required": list(properties),
+                "additionalProperties": False}
+
+
+def checked_knobs(value: Any) -> dict[str, Any]:
+    """The canonical values of a partial knob set; a ValidationError with one error per bad knob."""
+    if not isinstance(value, dict):
+        raise PydanticCustomError("knob_object", "expected an object of knob names to values")
+    if not value:
+        raise PydanticCustomError("no_knobs", "{problem}", {"problem": NO_KNOBS})
+    clean, problems = validate(value)
+    if problems:
+        # Raised from a validator, pydantic merges these errors under the field's own location.
+        raise ValidationError.from_exception_data("KnobChange", [
+            InitErrorDetails(type=PydanticCustomError("knob_value", "{problem}", {"problem": p.problem}),
+                             loc=(p.field,), input=value.get(p.field)) for p in problems])
+    return clean
+
+
+# --- a point's knobs and the answer to a change ---------------------------------------------
+
+class Rejection(Body):
+    version: int
+    errors: list[Problem]
+
+
+class KnobState(Body):
+    """A point's desired knobs and whether its agent runs them."""
+    station: str = Field(examples=["Station-1"])
+    extension: str = Field(examples=["3333"])
+    config: KnobSet
+    version: int = Field(ge=1, description="Desired version: 1 for the catalog defaults, +1 per accepted change")
+    appliedVersion: int | None = Field(description="Version the agent last reported running (null: never heard)")
+    applied: bool = Field(description="True when the agent runs the desired version")
+    status: Literal["applied", "pending", "agent offline"]
+    updatedAt: str | None = Field(description="Time of the last change (null: never changed)",
+                                  json_schema_extra={"format": "date-time"})
+    updatedBy: str = Field(description="Token subject of the last change (empty: never changed)")
+    rejected: Rejection | SkipJsonSchema[None] = Field(
+        None, description="Present when the agent refused the desired version: its per-knob errors")
+
+
+class KnobChangeResult(Body):
+    """The stored change and what the agent answered within ack_timeout_ms."""
+    station: str = Field(examples=["Station-1"])
+    extension: str = Field(examples=["3333"])
+    config: KnobSet
+    version: int = Field(ge=1)
+    applied: bool = Field(description="True once the agent acknowledged this version")
+    appliedVersion: int | None = Field(description="Version the agent acknowledged (null: no answer)")
+    reason: str | SkipJsonSchema[None] = Field(None, description="Why applied is false, in plain words")
+    errors: list[Problem] | SkipJsonSchema[None] = Field(None, description="The agent's per-knob errors, if it refused")
+
+
+class KnobChangeQuery(QueryModel):
+    reason: str | SkipJsonSchema[None] = Field(None, max_length=500, description=(
+        "Why: recorded with the change in the knob history (the body stays the plain knob object); empty: none"))
+
+
+# --- knob change history --------------------------------------------------------------------
+
 CURSOR_PATTERN = r"^([0-9]{1,12}:[a-z0-9_]{1,64})?$"
 SOURCE_DOC = (f"Where the change came from: {', '.join(SOURCES)} (an open set: later sources add values)")
-# Patterns are checked with Python's `re`, the engine schema-driven clients (hypothesis) generate
-# from: its `$` also matches before one final newline, which pydantic's default engine refuses.
-PYTHON_RE = ConfigDict(regex_engine="python-re")
 
-
-def _one_line(value: str) -> str:
-    """The value without the one final newline a pattern's `$` lets through."""
-    return value[:-1] if value.endswith("\n") else value
-
-
-# --- knob history ---------------------------------------------------------------------------
 
 def _known_knobs(names: tuple[str, ...]) -> tuple[str, ...]:
     unknown = [n for n in names if n not in KNOBS_BY_NAME]
@@ -128,144 +201,3 @@ class KnobChangesPage(Body):
     keyMetrics: list[str] = Field(description="The metrics averaged before and after each change")
     entries: list[KnobChangeEntry]
     nextCursor: str | None = Field(description="Pass as `cursor` for the next (older) page; null: no more")
-
-
-class KnobChangeQuery(QueryModel):
-    reason: str | SkipJsonSchema[None] = Field(None, max_length=500, description=(
-        "Why: recorded with the change in the knob history (the body stays the plain knob object); empty: none"))
-
-
-# --- batch ----------------------------------------------------------------------------------
-
-StationId = Annotated[str, Field(pattern=STATION_PATTERN, examples=["Station-1"])]
-Extension = Literal[tuple(EXTENSIONS)]  # type: ignore[valid-type]
-
-
-class BatchTargets(BodyModel):
-    """Every (station, extension) pair of these lists is a target."""
-    model_config = {**BodyModel.model_config, **PYTHON_RE}
-
-    stations: list[StationId] = Field(min_length=1, max_length=1000, description=(
-        "Stations to change; unknown: 404, outside the token's stations: 403 (the whole request)"))
-    extensions: list[Extension] = Field(default_factory=lambda: list(EXTENSIONS), min_length=1, description=(
-        "Extensions of each station (default: all)"))
-
-
-class BatchSettings(CatalogModel):
-    """Knobs and their new values, as for a single point. Strict validation refuses the request on any invalid value; lenient applies the valid ones and reports the others per target."""
-
-    @classmethod
-    def catalog_schema(cls) -> dict[str, Any]:
-        return KnobChange.catalog_schema()
-
-    @field_validator("root", mode="before")
-    @classmethod
-    def _an_object(cls, value: Any) -> dict[str, Any]:
-        if not isinstance(value, dict):
-            raise PydanticCustomError("knob_object", "expected an object of knob names to values")
-        if not value:
-            raise PydanticCustomError("no_knobs", "{problem}", {"problem": NO_KNOBS})
-        return value
-
-
-class BatchOptions(BodyModel):
-    validation: Literal["strict", "lenient"] = Field("strict", description=(
-        "strict: any invalid setting for any target refuses the whole request (400, nothing changes); "
-        "lenient: the valid settings are applied, the others reported per target"))
-    rollbackOnError: bool = Field(False, description=(
-        "If a target's agent does not acknowledge within ack_timeout_ms (offline, silent or refusing), restore "
-        "every changed target's previous set"))
-    reason: str | SkipJsonSchema[None] = REASON
-
-
-class BatchRequest(BatchOptions):
-    """The plan's batch body: targets, settings, validation and rollbackOnError."""
-    targets: BatchTargets
-    settings: BatchSettings
-
-
-class BatchTargetResult(Body):
-    station: str = Field(examples=["Station-1"])
-    extension: str = Field(examples=["3333"])
-    status: Literal["applied", "rolled_back", "failed", "skipped"] = Field(description=(
-        "applied: acknowledged; rolled_back: acknowledged, then restored because another target failed; "
-        "failed: not acknowledged in time or refused; skipped (lenient): no setting valid here"))
-    version: int = Field(ge=1, description="The point's desired version after the batch")
-    previousVersion: int = Field(ge=1, description="Its desired version before the batch")
-    reason: str | None
-    errors: list[Problem] = Field(description="Settings not applied here (lenient) and the agent's errors")
-
-
-class BatchSummary(Body):
-    applied: int
-    rolled_back: int
-    failed: int
-    skipped: int
-
-
-class BatchResult(Body):
-    """What happened at every target."""
-    batchId: str = Field(examples=["batch_20240115_103045_3fa9c1"])
-    status: Literal["applied", "partial", "failed", "rolled_back"]
-    validation: Literal["strict", "lenient"]
-    rollbackOnError: bool
-    summary: BatchSummary
-    results: list[BatchTargetResult]
-
-
-# --- templates ------------------------------------------------------------------------------
-
-class TemplatePath(BaseModel):
-    templateId: str = Field(description="A template's id (built-in ones are names like `low-latency`)",
-                            json_schema_extra={"pattern": TEMPLATE_ID_PATTERN, "examples": ["low-latency"]})
-
-
-class TemplateRequest(BodyModel):
-    """A template: name (unique, case-insensitive), description, category and a partial knob set."""
-    model_config = {**BodyModel.model_config, **PYTHON_RE}
-
-    name: str = Field(min_length=1, max_length=80, pattern=NAME_PATTERN, examples=["Quiet studio"])
-    description: str = Field("", max_length=2000)
-    category: str = Field("general", min_length=1, max_length=40, pattern=CATEGORY_PATTERN,
-                          examples=["noise"])
-    config: KnobChange
-
-    _single_lines = field_validator("name", "category")(_one_line)
-
-
-class TemplateDocument(Body):
-    """A configuration template (the plan's config_templates row)."""
-    id: str = Field(examples=["low-latency"])
-    name: str
-    description: str
-    category: str
-    config: KnobChange
-    builtin: bool = Field(description="Shipped with the controller: read-only (PUT and DELETE answer 409)")
-    createdBy: str
-    createdAt: str | None = Field(description="Null for built-in templates", json_schema_extra={"format": "date-time"})
-    updatedBy: str | None
-    updatedAt: str | None = Field(json_schema_extra={"format": "date-time"})
-    usageCount: int = Field(ge=0, description="Applications that changed at least one point")
-    conflictsWithDefaults: list[Problem] = Field(description=(
-        "Cross-knob rules the config breaks on a point at the catalog defaults; such a point refuses it"))
-
-
-class TemplateList(Body):
-    templates: list[TemplateDocument]
-    count: int = Field(ge=0)
-
-
-class ApplyTemplateRequest(BatchOptions):
-    """Where to apply the template, and how (as a batch)."""
-    targets: BatchTargets
-
-
-class ApplyTemplateResult(BatchResult):
-    """The batch that applied the template, and its usage count afterwards."""
-    templateId: str
-    usageCount: int = Field(ge=0)
-
-
-class Deleted(Body):
-    id: str
-    deleted: Literal[True]

@@ -6,11 +6,9 @@ from typing import Any
 from aiohttp import web
 
 from controller.app_keys import SERVICES
-from controller.catalog.schemas import KnobChange
-from controller.knobs.models import KnobChangeQuery
+from controller.knobs.models import KnobChange, KnobChangeQuery, KnobChangeResult, KnobState
 from controller.http.models import PointPath
 from controller.http.params import body_of, query_of
-from controller.http.responses import KnobChangeResult, KnobState
 from controller.http.errors import ApiError, json_response
 from controller.knobs.sync import InvalidKnobs
 from controller.http.endpoint import Endpoint, Reply, add_endpoint

@@ -6,8 +6,8 @@ from aiohttp import web
 from controller.app_keys import SERVICES
 
 from controller.http import logs
-from controller.knobs.models import (ApplyTemplateRequest, ApplyTemplateResult, Deleted, TemplateDocument,
-                                          TemplateList, TemplatePath, TemplateRequest)
+from controller.knobs.template_models import (ApplyTemplateRequest, ApplyTemplateResult, Deleted, TemplateDocument,
+                                              TemplateList, TemplatePath, TemplateRequest)
 from controller.http.params import body_of
 from controller.knobs.batch import TargetStatus
 from controller.http.errors import ApiError, json_response

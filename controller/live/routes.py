@@ -4,9 +4,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from controller.app_keys import SERVICES
-from controller.http.models import SnapshotQuery
+from controller.live.models import Snapshot, SnapshotQuery
 from controller.http.params import query_of
-from controller.http.responses import Snapshot
 from controller.http.errors import ApiError
 from controller.http.endpoint import Endpoint, Reply, add_endpoint
 from controller.http.cached import serve

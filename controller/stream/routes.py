@@ -15,9 +15,8 @@ from pydantic import Field
 from controller.app_keys import SERVICES
 
 from controller.http import logs
-from controller.http.models import QueryModel
+from controller.http.models import Body, QueryModel
 from controller.http.params import query_of
-from controller.http.responses import Body
 from controller.http.errors import ApiError, json_response
 from controller.events import EVENTS
 from controller.http.endpoint import Endpoint, Reply, add_endpoint
