@@ -112,7 +112,7 @@ class StationAgent:
             now = self.wall()
             self.store.save(point.extension, version, knobs, now)
             self.applier.apply(point.extension, version, knobs, now)
-            self.link.send(protocol.ack(self.cfg.station, point.extension, version, True))
+            self.link.send(protocol.ack(self.cfg.station, point.extension, version, True, applied_at=now))
             log.info("applied knob version %d on %s", version, point.extension)
 
     # -- frames and samples --------------------------------------------------------------

@@ -97,7 +97,11 @@ def test_out_of_range_knob_set_is_refused_and_previous_knobs_stay(tmp_path):
     try:
         deliver(agent, link, knob_set(4, agc_target_level=-12.0))
         agent.frame()
-        assert link.of(MsgType.ACK)[-1] == {"station": "Station-3", "extension": "3333", "version": 4, "ok": True, "errors": []}
+        # The ACK also says when the set took effect (the frame boundary), so the controller's
+        # applied signal carries the agent's time: a field added on purpose.
+        ack = link.of(MsgType.ACK)[-1]
+        assert isinstance(ack.pop("applied_at"), float)
+        assert ack == {"station": "Station-3", "extension": "3333", "version": 4, "ok": True, "errors": []}
         bad = knob_set(5, agc_target_level=-80, packet_size=5000, nonsense_knob=1)
         deliver(agent, link, bad)
         agent.frame()
