@@ -4,59 +4,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, fields
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, Mapping
 
 from shared.config import ConfigError, apply_env, load_toml, section
 from shared.topology import DEFAULT_STATION_COUNT
-
-DEFAULTS: dict[str, Any] = {
-    "http_host": "0.0.0.0",
-    "http_port": 3090,
-    "link_endpoint": "tcp://*:3091",
-    "data_dir": "./data",
-    "stations": DEFAULT_STATION_COUNT,
-    "tick_ms": 150,
-    "stale_after_ms": 1000,
-    "offline_after_ms": 3000,
-    "ack_timeout_ms": 2000,
-    "heartbeat_ms": 1000,
-    "log_level": "INFO",
-    # --- security (issue 3). Empty paths mean "under data_dir" (see the properties below).
-    "auth": True,                       # false only for benchmarks and local experiments: logs a warning
-    "jwt_algorithm": "HS256",           # HS256 | HS384 | HS512 (secret) or RS256 | ES256 ... (public key)
-    "jwt_secret_file": "",              # HS*: created with 32 random bytes on first start when missing
-    "jwt_public_key_file": "",          # RS*/ES*/PS*: PEM public key; tokens are minted elsewhere
-    "rate_limit_per_minute": 1000,      # per client (token subject, else address), all requests
-    "write_rate_limit_per_minute": 100,  # per client, requests that change something
-    "signing_secret_file": "",          # HMAC-SHA256 key for critical requests; created when missing
-    "signature_max_age_s": 300,         # a signed request older (or newer) than this is refused
-    "cors_origins": [],                 # exact origins allowed to call the API from a browser
-    "tls_cert": "",                     # PEM certificate chain; with tls_key turns HTTPS on (TLS 1.3 only)
-    "tls_key": "",
-    "insecure": False,                  # plaintext agent link (no CURVE); logs a warning
-    "curve_secret_key_file": "",        # the controller's CURVE keypair (`tpmon keys` writes it)
-    "curve_allowlist_file": "",         # agent public keys, each bound to its station
-    "audit_log": "",                    # JSON lines; default <data_dir>/audit.log
-    "max_body_bytes": 1 << 20,          # larger request bodies get 413
-    # --- real-time stream (issue 5): Socket.IO at /socket.io/, WebSocket at /api/v1/ws
-    "stream_ping_ms": 25000,            # WebSocket pings / Engine.IO ping interval (no pong in half of it: closed)
-    "stream_max_buffer_bytes": 524288,  # unsent bytes a client may hold before updates wait (latest wins)
-    "stream_max_pending_events": 256,   # events waiting for one client before it is told and disconnected
-    "stream_stall_timeout_ms": 10000,   # a client that takes nothing for this long while data waits is dropped
-    "stream_max_subscriptions": 16,     # per connection
-    # --- history (issue 4): tiers and how long each is kept
-    "history_retention_raw_days": 7,
-    "history_retention_1m_days": 30,
-    "history_retention_5m_days": 90,
-    "history_retention_1h_days": 365,
-    "history_flush_ms": 1000,           # a kill -9 loses at most this much of the newest samples
-    # --- alerts (issue 4): resolved alerts kept, whichever limit is reached first; active ones always kept
-    "alerts_keep_resolved": 1000,
-    "alerts_keep_resolved_days": 30,
-    # --- knob change history (issue 4): key metrics averaged over this window before and after each change
-    "knob_history_window_s": 60,
-    "knob_history_max_changes": 5000,   # records kept in knob_history.json (rewritten whole on each change)
-}
 
 _LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 # Asymmetric algorithms verify with a public key; `none` is never accepted, whatever a token says.
@@ -68,47 +20,58 @@ _OPTIONAL_PATHS = ("jwt_secret_file", "jwt_public_key_file", "signing_secret_fil
 
 @dataclass(frozen=True)
 class ControllerSettings:
-    http_host: str = DEFAULTS["http_host"]
-    http_port: int = DEFAULTS["http_port"]
-    link_endpoint: str = DEFAULTS["link_endpoint"]
-    data_dir: str = DEFAULTS["data_dir"]
-    stations: int = DEFAULTS["stations"]
-    tick_ms: int = DEFAULTS["tick_ms"]
-    stale_after_ms: int = DEFAULTS["stale_after_ms"]
-    offline_after_ms: int = DEFAULTS["offline_after_ms"]
-    ack_timeout_ms: int = DEFAULTS["ack_timeout_ms"]
-    heartbeat_ms: int = DEFAULTS["heartbeat_ms"]
-    log_level: str = DEFAULTS["log_level"]
-    auth: bool = DEFAULTS["auth"]
-    jwt_algorithm: str = DEFAULTS["jwt_algorithm"]
-    jwt_secret_file: str = DEFAULTS["jwt_secret_file"]
-    jwt_public_key_file: str = DEFAULTS["jwt_public_key_file"]
-    rate_limit_per_minute: int = DEFAULTS["rate_limit_per_minute"]
-    write_rate_limit_per_minute: int = DEFAULTS["write_rate_limit_per_minute"]
-    signing_secret_file: str = DEFAULTS["signing_secret_file"]
-    signature_max_age_s: int = DEFAULTS["signature_max_age_s"]
-    cors_origins: tuple[str, ...] = ()
-    tls_cert: str = DEFAULTS["tls_cert"]
-    tls_key: str = DEFAULTS["tls_key"]
-    insecure: bool = DEFAULTS["insecure"]
-    curve_secret_key_file: str = DEFAULTS["curve_secret_key_file"]
-    curve_allowlist_file: str = DEFAULTS["curve_allowlist_file"]
-    audit_log: str = DEFAULTS["audit_log"]
-    max_body_bytes: int = DEFAULTS["max_body_bytes"]
-    stream_ping_ms: int = DEFAULTS["stream_ping_ms"]
-    stream_max_buffer_bytes: int = DEFAULTS["stream_max_buffer_bytes"]
-    stream_max_pending_events: int = DEFAULTS["stream_max_pending_events"]
-    stream_stall_timeout_ms: int = DEFAULTS["stream_stall_timeout_ms"]
-    stream_max_subscriptions: int = DEFAULTS["stream_max_subscriptions"]
-    history_retention_raw_days: int = DEFAULTS["history_retention_raw_days"]
-    history_retention_1m_days: int = DEFAULTS["history_retention_1m_days"]
-    history_retention_5m_days: int = DEFAULTS["history_retention_5m_days"]
-    history_retention_1h_days: int = DEFAULTS["history_retention_1h_days"]
-    history_flush_ms: int = DEFAULTS["history_flush_ms"]
-    alerts_keep_resolved: int = DEFAULTS["alerts_keep_resolved"]
-    alerts_keep_resolved_days: int = DEFAULTS["alerts_keep_resolved_days"]
-    knob_history_window_s: int = DEFAULTS["knob_history_window_s"]
-    knob_history_max_changes: int = DEFAULTS["knob_history_max_changes"]
+    """Every `[controller]` key, declared once: its type, its default and what it does.
+
+    The file's known keys, the env overrides (TPMON_CONTROLLER_<KEY>) and DEFAULTS all come
+    from these fields, so a new setting is one line here (plus its check, if it needs one).
+    """
+    http_host: str = "0.0.0.0"
+    http_port: int = 3090
+    link_endpoint: str = "tcp://*:3091"
+    data_dir: str = "./data"
+    stations: int = DEFAULT_STATION_COUNT
+    tick_ms: int = 150
+    stale_after_ms: int = 1000
+    offline_after_ms: int = 3000
+    ack_timeout_ms: int = 2000
+    heartbeat_ms: int = 1000
+    log_level: str = "INFO"
+    # --- security: tokens, rate limits, signed requests, TLS, the CURVE agent link, the audit log.
+    # Empty paths mean "under data_dir" (see the properties below).
+    auth: bool = True                       # false only for benchmarks and local experiments: logs a warning
+    jwt_algorithm: str = "HS256"            # HS256 | HS384 | HS512 (secret) or RS256 | ES256 ... (public key)
+    jwt_secret_file: str = ""               # HS*: created with 32 random bytes on first start when missing
+    jwt_public_key_file: str = ""           # RS*/ES*/PS*: PEM public key; tokens are minted elsewhere
+    rate_limit_per_minute: int = 1000       # per client (token subject, else address), all requests
+    write_rate_limit_per_minute: int = 100  # per client, requests that change something
+    signing_secret_file: str = ""           # HMAC-SHA256 key for critical requests; created when missing
+    signature_max_age_s: int = 300          # a signed request older (or newer) than this is refused
+    cors_origins: tuple[str, ...] = ()      # exact origins allowed to call the API from a browser
+    tls_cert: str = ""                      # PEM certificate chain; with tls_key turns HTTPS on (TLS 1.3 only)
+    tls_key: str = ""
+    insecure: bool = False                  # plaintext agent link (no CURVE); logs a warning
+    curve_secret_key_file: str = ""         # the controller's CURVE keypair (`tpmon keys` writes it)
+    curve_allowlist_file: str = ""          # agent public keys, each bound to its station
+    audit_log: str = ""                     # JSON lines; default <data_dir>/audit.log
+    max_body_bytes: int = 1 << 20           # larger request bodies get 413
+    # --- real-time stream: Socket.IO at /socket.io/, WebSocket at /api/v1/ws
+    stream_ping_ms: int = 25000             # WebSocket pings / Engine.IO ping interval (no pong in half of it: closed)
+    stream_max_buffer_bytes: int = 524288   # unsent bytes a client may hold before updates wait (latest wins)
+    stream_max_pending_events: int = 256    # events waiting for one client before it is told and disconnected
+    stream_stall_timeout_ms: int = 10000    # a client that takes nothing for this long while data waits is dropped
+    stream_max_subscriptions: int = 16      # per connection
+    # --- metric history (history.sqlite): tiers and how long each is kept
+    history_retention_raw_days: int = 7
+    history_retention_1m_days: int = 30
+    history_retention_5m_days: int = 90
+    history_retention_1h_days: int = 365
+    history_flush_ms: int = 1000            # a kill -9 loses at most this much of the newest samples
+    # --- alerts: resolved alerts kept, whichever limit is reached first; active ones always kept
+    alerts_keep_resolved: int = 1000
+    alerts_keep_resolved_days: int = 30
+    # --- knob change history: key metrics averaged over this window before and after each change
+    knob_history_window_s: int = 60
+    knob_history_max_changes: int = 5000    # records kept in knob_history.json (rewritten whole on each change)
 
     def __post_init__(self) -> None:
         if isinstance(self.cors_origins, list):  # TOML arrays arrive as lists; keep the settings hashable
@@ -182,6 +145,10 @@ class ControllerSettings:
     @property
     def store_path(self) -> Path:
         return Path(self.data_dir) / "config.json"
+
+
+# Every key's default, read off the fields: the keys `[controller]` may spell and env may override.
+DEFAULTS: Mapping[str, Any] = MappingProxyType({f.name: f.default for f in fields(ControllerSettings)})
 
 
 def load_settings(path: str | Path | None, env: Mapping[str, str] | None = None,
