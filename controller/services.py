@@ -87,10 +87,11 @@ def build_services(settings: ControllerSettings, registry: CollectorRegistry, cl
 
     history = HistoryStore.from_settings(settings, clock)
     desired = DesiredKnobStore(DocumentFile(settings.store_path), topology, clock)
-    knob_changes = KnobChangeLog(DocumentFile(settings.data_file("knob_history.json")), topology, clock, history,
+    knob_changes = KnobChangeLog(settings.data_file("knob_changes.sqlite"), topology, clock, history,
                                  window_s=settings.knob_history_window_s,
                                  settle_s=2 * settings.history_flush_ms / 1000 + 1,  # two flushes: on disk
-                                 max_changes=settings.knob_history_max_changes)
+                                 retention_days=settings.history_retention_1h_days,  # as long as what it explains
+                                 legacy_file=settings.data_file("knob_history.json"))  # imported once
     knob_sync = KnobSync(desired, live, link.send_to_station, clock, settings.ack_timeout_ms / 1000, knob_changes,
                          events, audit)
     alerts = AlertService(topology, clock, events, settings.data_file("alert_rules.json"),

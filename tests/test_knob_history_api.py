@@ -1,9 +1,15 @@
-"""Knob change history: records from every path, metrics before/after (a fake metric history), pagination, restarts."""
+"""Knob change history: records from every path, metrics before/after (a fake metric history), pagination, restarts.
+
+The store's own behaviour (SQLite schema, knob sets, legacy import, retention, crash safety) is
+tests/test_knob_changes_store.py.
+"""
 from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
 import time
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +18,6 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from controller.app_keys import SERVICES
 from controller.clock import ManualClock, iso_ms
-from controller.documents import DocumentFile
 from controller.knobs.changes import KEY_METRICS, Attribution, Draft, KnobChangeLog
 from shared.topology import Point, Topology
 from tests.acking_agent import make_app, signed, start_agents
@@ -178,8 +183,9 @@ async def test_after_windows_that_came_due_while_down_are_filled_on_start(tmp_pa
                 break
             await asyncio.sleep(0.05)
         assert rows[0]["metricsAfter"]["latency.end_to_end"] == 42.0 and rows[0]["version"] == 2
-        stored = json.loads((tmp_path / "knob_history.json").read_text())["changes"]
-        assert [d["after"]["latency.end_to_end"] for d in stored.values()] == [42.0]
+        with closing(sqlite3.connect(tmp_path / "knob_changes.sqlite")) as db:
+            stored = [json.loads(after) for (after,) in db.execute("SELECT after FROM changes WHERE after_filled")]
+        assert [d["latency.end_to_end"] for d in stored] == [42.0]
     finally:
         await client.close()
 
@@ -188,35 +194,51 @@ async def test_after_windows_that_came_due_while_down_are_filled_on_start(tmp_pa
 
 async def test_records_of_versions_never_stored_are_dropped_on_open(tmp_path):
     clock, topology = ManualClock(), Topology(2)
-    history = KnobChangeLog(DocumentFile(tmp_path / "h.json"), topology, clock)
+    history = KnobChangeLog(tmp_path / "h.sqlite", topology, clock)
     await history.open(lambda point: 1)
     await history.record([Draft(P, 2, {"agc_enabled": (True, False)})], Attribution("alice"))
     await history.record([Draft(P, 3, {"agc_enabled": (False, True)})], Attribution("alice"))
     await history.close()
     # The controller stopped after writing the record of version 3 and before storing it.
-    reopened = KnobChangeLog(DocumentFile(tmp_path / "h.json"), topology, clock)
+    reopened = KnobChangeLog(tmp_path / "h.sqlite", topology, clock)
     await reopened.open(lambda point: 2)
     assert [c.version for c in reopened.changes_of(P)] == [2]
     [again] = await reopened.record([Draft(P, 3, {"nr_enabled": (True, False)})], Attribution("bob"))
     assert again.seq == 3  # sequence numbers are never reused
     await reopened.close()
-    assert sorted(json.loads((tmp_path / "h.json").read_text())["changes"]) == ["1", "3"]
+    with closing(sqlite3.connect(tmp_path / "h.sqlite")) as db:
+        assert [seq for (seq,) in db.execute("SELECT seq FROM changes ORDER BY seq")] == [1, 3]
+        assert [seq for (seq,) in db.execute("SELECT DISTINCT seq FROM change_knobs ORDER BY seq")] == [1, 3]
 
 
-async def test_the_file_is_capped_oldest_first(tmp_path):
-    history = KnobChangeLog(DocumentFile(tmp_path / "h.json"), Topology(1), ManualClock(), max_changes=3)
+async def test_changes_older_than_the_retention_are_deleted_but_each_points_newest_stays(tmp_path):
+    """Retention by age replaces the old count cap (max_changes): the store no longer rewrites itself,
+    so its size costs nothing per change; records older than retention_days go, except the newest of each
+    point (the knob set that point still runs)."""
+    clock, other = ManualClock(), Point("Station-1", "4444")
+    history = KnobChangeLog(tmp_path / "h.sqlite", Topology(1), clock, retention_days=2)
     await history.open(lambda point: 100)
-    for version in range(2, 7):
+    for version in range(2, 7):  # a day apart: versions 2..6 of P, and one change of the other point first
+        if version == 2:
+            await history.record([Draft(other, 2, {"agc_max_gain": (0, 1)})], Attribution("alice"))
         await history.record([Draft(P, version, {"agc_max_gain": (0, version)})], Attribution("alice"))
-    assert [c.version for c in history.changes_of(P)] == [4, 5, 6]
+        clock.advance(86_400)
+    assert await history.expire() == 3   # 2, 3 and 4 of P are over two days old; the other point keeps its one
+    assert [c.version for c in history.changes_of(P)] == [5, 6] and len(history.changes_of(other)) == 1
+    assert len(history) == 3
     await history.close()
-    stored = json.loads((tmp_path / "h.json").read_text())["changes"]
-    assert sorted(d["version"] for d in stored.values()) == [4, 5, 6]
+    reopened = KnobChangeLog(tmp_path / "h.sqlite", Topology(1), clock, retention_days=2)
+    clock.advance(86_400)
+    await reopened.open(lambda point: 100)   # expires on open too
+    assert [c.version for c in reopened.changes_of(P)] == [6] and len(reopened.changes_of(other)) == 1
+    await reopened.close()
+    with closing(sqlite3.connect(tmp_path / "h.sqlite")) as db:
+        assert sorted(seq for (seq,) in db.execute("SELECT seq FROM change_knobs")) == [1, 6]
 
 
 async def test_without_a_metric_history_before_and_after_are_null(tmp_path):
     clock = ManualClock()
-    history = KnobChangeLog(DocumentFile(tmp_path / "h.json"), Topology(1), clock)
+    history = KnobChangeLog(tmp_path / "h.sqlite", Topology(1), clock)
     await history.open(lambda point: 1)
     [change] = await history.record([Draft(P, 2, {"agc_enabled": (True, False)})], Attribution("alice"))
     clock.advance(600)
