@@ -10,26 +10,37 @@ from __future__ import annotations
 
 import random
 import time
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from controller.alerts.defaults import default_rules
 from controller.alerts.engine import INDEX, AlertEngine
 from controller.clock import ManualClock
-from controller.live import LiveState
+from controller.live.state import LiveState
+from controller.sample import Sample
 from shared.metrics import METRICS, MetricType
 from shared.topology import Point, Topology
 
-SAMPLES = 48_000   # 2000 per point
 DEMO_RATE = 24 / 0.150
-ROUNDS = 3
+DEGRADED_RUN = 2400  # samples: Station-4 and Station-7 degrade and recover every 2400 samples (100 per point)
 
 
-def _stream(topology: Topology) -> list[tuple[Point, list[Any]]]:
+@dataclass(frozen=True)
+class Sizes:
+    samples: int  # of the 24-point stream
+    rounds: int   # engine and live state alternately, best of
+
+
+FULL = Sizes(samples=48_000, rounds=3)  # 2000 per point
+SMOKE = Sizes(samples=3 * DEGRADED_RUN, rounds=1)  # healthy, degraded, healthy: alerts fire and resolve
+
+
+def _stream(topology: Topology, samples: int) -> list[tuple[Point, list[Any]]]:
     rng = random.Random(4)
     out, counters = [], {p: 0 for p in topology.points}
-    for i in range(SAMPLES):
+    for i in range(samples):
         point = topology.points[i % len(topology.points)]
-        bad = point.station in ("Station-4", "Station-7") and (i // 2400) % 2 == 1  # degraded half the time
+        bad = point.station in ("Station-4", "Station-7") and (i // DEGRADED_RUN) % 2 == 1  # degraded half the time
         values: list[Any] = [False if m.type is MetricType.BOOL else rng.uniform(0.1, 0.9) for m in METRICS]
         values[INDEX["latency_end_to_end"]] = rng.gauss(340 if bad else 135, 20)
         values[INDEX["audioQuality_mos_score"]] = rng.gauss(2.5 if bad else 4.3, 0.3)
@@ -48,11 +59,12 @@ def _time(step: Callable[[Point, list[Any]], None], stream: list[tuple[Point, li
     return (time.perf_counter() - started) / len(stream)
 
 
-def run() -> list[dict]:
+def run(smoke: bool = False) -> list[dict]:
+    sizes = SMOKE if smoke else FULL
     topology = Topology(12)
-    stream = _stream(topology)
+    stream = _stream(topology, sizes.samples)
     engine_s, live_s, transitions = [], [], []
-    for _ in range(ROUNDS):  # alternate, so a drift of the machine's speed hits both
+    for _ in range(sizes.rounds):  # alternate, so a drift of the machine's speed hits both
         clock = ManualClock()
         seen: list[Any] = []
         engine = AlertEngine(topology, clock, lambda w, t: seen.append(t))
@@ -61,8 +73,9 @@ def run() -> list[dict]:
         transitions.append(len(seen))
         live = LiveState(topology, clock, 1.0, 3.0)
         seq = iter(range(1, 10 ** 9))
-        live_s.append(_time(lambda p, v: live.record_sample(p, {"seq": next(seq), "metrics": v, "measured_at": 1.0,
-                                                                "knob_version": 1}), stream, clock))
+        live_s.append(_time(lambda p, v: live.record(Sample.from_body(p, {"seq": next(seq), "metrics": v,
+                                                                          "measured_at": 1.0, "knob_version": 1})),
+                            stream, clock))
     engine_us, live_us = min(engine_s) * 1e6, min(live_s) * 1e6
     headroom = 1 / min(engine_s) / DEMO_RATE
     return [

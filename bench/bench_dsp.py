@@ -3,11 +3,13 @@
 Primitive rows: ns per sample, Cython (value) against the twin (baseline), both measured here on
 the same speech-like input in 20 ms blocks as the chain calls them; ratio = the speed-up,
 goal >= 20x. Chain rows: microseconds per 20 ms frame; ratio = fraction of real time,
-goal <= 0.05. Run: `python -m bench dsp` or `python bench/bench_dsp.py`.
+goal <= 0.05. Run: `python -m bench dsp` (`--smoke`: a tenth of a second of each, to check it runs).
 """
 from __future__ import annotations
 
+import sys
 import time
+from dataclasses import dataclass
 from types import ModuleType
 from typing import Any, Callable
 
@@ -23,6 +25,19 @@ FS = 16000
 FRAME = 320
 PRIMITIVE_GOAL = 20.0
 CHAIN_GOAL = 0.05
+
+
+@dataclass(frozen=True)
+class Sizes:
+    primitive_s: float  # of speech the primitives process, in 20 ms blocks
+    c_repeats: int      # best of, for the Cython build (its times are short) ...
+    py_repeats: int     # ... and for the twin
+    chain_c_s: float    # of the scene through the chain, Cython
+    chain_py_s: float   # and python twin
+
+
+FULL = Sizes(primitive_s=1.0, c_repeats=5, py_repeats=3, chain_c_s=10.0, chain_py_s=2.0)
+SMOKE = Sizes(primitive_s=0.1, c_repeats=1, py_repeats=1, chain_c_s=0.4, chain_py_s=0.4)
 
 EQ = [design_biquad("peaking", FS, f, 1.41, 3.0) for f in (60, 170, 310, 600, 1000, 3000, 6000, 7200, 7200, 7200)]
 PRIMITIVES: dict[str, Callable[[ModuleType], Any]] = {
@@ -55,7 +70,8 @@ def _best(fn: Callable[[], None], repeats: int = 3) -> float:
     return best
 
 
-def _primitive_row(name: str, make: Callable[[ModuleType], Any], cy: ModuleType, blocks: list[np.ndarray]) -> dict:
+def _primitive_row(name: str, make: Callable[[ModuleType], Any], cy: ModuleType, blocks: list[np.ndarray],
+                   sizes: Sizes) -> dict:
     def timed(mod: ModuleType) -> Callable[[], None]:
         def go() -> None:
             proc = make(mod)
@@ -63,7 +79,7 @@ def _primitive_row(name: str, make: Callable[[ModuleType], Any], cy: ModuleType,
                 proc.process(block)
         return go
     samples = sum(len(b) for b in blocks)
-    c_s, py_s = _best(timed(cy), 5), _best(timed(dsp_py))
+    c_s, py_s = _best(timed(cy), sizes.c_repeats), _best(timed(dsp_py), sizes.py_repeats)
     ratio = py_s / c_s
     return {"figure": name, "value": c_s / samples * 1e9, "baseline": py_s / samples * 1e9, "unit": "ns/sample",
             "ratio": ratio, "goal": f">= {PRIMITIVE_GOAL:.0f}x", "met": ratio >= PRIMITIVE_GOAL}
@@ -90,20 +106,21 @@ def _chain_row(figure: str, impl: ModuleType, knobs: dict[str, Any], seconds: fl
             "ratio": fraction, "goal": f"<= {CHAIN_GOAL}", "met": fraction <= CHAIN_GOAL}
 
 
-def run() -> list[dict]:
+def run(smoke: bool = False) -> list[dict]:
     from ext import _dsp as cy  # the Cython build: a missing build is a failure here
-    blocks = frames(speech_like(1.0, seed=3, level_db=-20.0))
-    rows = [_primitive_row(name, make, cy, blocks) for name, make in PRIMITIVES.items()]
-    rows.append(_chain_row("DspChain defaults (cython, with far end)", cy, {}, 10.0))
-    rows.append(_chain_row("DspChain everything on (cython)", cy, EVERYTHING, 10.0))
-    rows.append(_chain_row("DspChain defaults (python twin)", dsp_py, {}, 2.0))
-    rows.append(_chain_row("DspChain everything on (python twin)", dsp_py, EVERYTHING, 2.0))
+    sizes = SMOKE if smoke else FULL
+    blocks = frames(speech_like(sizes.primitive_s, seed=3, level_db=-20.0))
+    rows = [_primitive_row(name, make, cy, blocks, sizes) for name, make in PRIMITIVES.items()]
+    rows.append(_chain_row("DspChain defaults (cython, with far end)", cy, {}, sizes.chain_c_s))
+    rows.append(_chain_row("DspChain everything on (cython)", cy, EVERYTHING, sizes.chain_c_s))
+    rows.append(_chain_row("DspChain defaults (python twin)", dsp_py, {}, sizes.chain_py_s))
+    rows.append(_chain_row("DspChain everything on (python twin)", dsp_py, EVERYTHING, sizes.chain_py_s))
     return rows
 
 
 if __name__ == "__main__":
     started = time.perf_counter()
-    for r in run():
+    for r in run("--smoke" in sys.argv):
         if r["unit"] == "ns/sample":
             print(f"{r['figure']:<42} cython {r['value']:>8.1f} ns/sample  python {r['baseline']:>8.1f} ns/sample  "
                   f"x{r['ratio']:6.1f}  goal {r['goal']}  {'met' if r['met'] else 'NOT MET'}")

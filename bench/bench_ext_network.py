@@ -9,8 +9,10 @@ bounds their ratio for the cheapest operations; the batch figures show the loops
 """
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import ModuleType
 
 import numpy as np
@@ -18,8 +20,16 @@ import numpy as np
 from ext import jitter_py, latency_py, sequence_py
 
 GOAL = 20.0
-N_PACKETS = 50000
-REPEATS = 5
+
+
+@dataclass(frozen=True)
+class Sizes:
+    packets: int
+    repeats: int  # best of, twin and Cython alternating
+
+
+FULL = Sizes(packets=50_000, repeats=5)
+SMOKE = Sizes(packets=2_000, repeats=1)
 
 
 def _stream(n: int, seed: int = 1) -> dict[str, np.ndarray]:
@@ -42,10 +52,10 @@ def _ticks(s: dict[str, np.ndarray]) -> list[tuple[float, int, int]]:
     return list(zip(ticks.tolist(), starts.tolist(), ends.tolist()))
 
 
-def _best_pair(py_fn: Callable[[], None], c_fn: Callable[[], None]) -> tuple[float, float]:
-    """Best of REPEATS for each, the two alternating so both see the same load on a shared machine."""
+def _best_pair(py_fn: Callable[[], None], c_fn: Callable[[], None], repeats: int) -> tuple[float, float]:
+    """Best of `repeats` for each, the two alternating so both see the same load on a shared machine."""
     best = [float("inf"), float("inf")]
-    for _ in range(REPEATS):
+    for _ in range(repeats):
         for i, fn in enumerate((py_fn, c_fn)):
             t0 = time.perf_counter()
             fn()
@@ -125,36 +135,41 @@ def _latency_summary(mod: ModuleType, values: np.ndarray) -> Callable[[], None]:
     return run
 
 
-def _row(figure: str, py_fn: Callable[[], None], c_fn: Callable[[], None], units: int) -> dict:
-    py_s, c_s = _best_pair(py_fn, c_fn)
+def _row(figure: str, py_fn: Callable[[], None], c_fn: Callable[[], None], units: int, repeats: int) -> dict:
+    py_s, c_s = _best_pair(py_fn, c_fn, repeats)
     ratio = py_s / c_s
     return {"figure": figure, "value": c_s / units * 1e9, "baseline": py_s / units * 1e9, "unit": "ns/op",
             "ratio": ratio, "goal": f">= {GOAL:.0f}x", "met": ratio >= GOAL}
 
 
-def run() -> list[dict]:
+def run(smoke: bool = False) -> list[dict]:
     from ext import _jitter, _latency, _sequence   # the Cython builds: a missing build is a failure here
-    s = _stream(N_PACKETS)
+    sizes = SMOKE if smoke else FULL
+    s = _stream(sizes.packets)
     ticks = _ticks(s)
     n = len(s["seq"])
-    values = np.random.default_rng(2).lognormal(4.0, 0.7, N_PACKETS)
+    values = np.random.default_rng(2).lognormal(4.0, 0.7, sizes.packets)
+
+    def row(figure: str, py_fn: Callable[[], None], c_fn: Callable[[], None], units: int) -> dict:
+        return _row(figure, py_fn, c_fn, units, sizes.repeats)
     return [
-        _row("JitterBuffer push+pop per call", _jitter_per_call(jitter_py, s, ticks),
-             _jitter_per_call(_jitter, s, ticks), n),
-        _row("JitterBuffer push_many+pop_due", _jitter_batch(jitter_py, s, ticks), _jitter_batch(_jitter, s, ticks), n),
-        _row("SequenceTracker.update per call", _sequence_per_call(sequence_py, s), _sequence_per_call(_sequence, s), n),
-        _row("SequenceTracker.update_many", _sequence_batch(sequence_py, s), _sequence_batch(_sequence, s), n),
-        _row("LatencyStats.add per call", _latency_per_call(latency_py, values.tolist()),
-             _latency_per_call(_latency, values.tolist()), N_PACKETS),
-        _row("LatencyStats.add_many", _latency_batch(latency_py, values), _latency_batch(_latency, values), N_PACKETS),
-        _row("LatencyStats.summary (4096 values)", _latency_summary(latency_py, values),
-             _latency_summary(_latency, values), 20),
+        row("JitterBuffer push+pop per call", _jitter_per_call(jitter_py, s, ticks),
+            _jitter_per_call(_jitter, s, ticks), n),
+        row("JitterBuffer push_many+pop_due", _jitter_batch(jitter_py, s, ticks), _jitter_batch(_jitter, s, ticks), n),
+        row("SequenceTracker.update per call", _sequence_per_call(sequence_py, s), _sequence_per_call(_sequence, s), n),
+        row("SequenceTracker.update_many", _sequence_batch(sequence_py, s), _sequence_batch(_sequence, s), n),
+        row("LatencyStats.add per call", _latency_per_call(latency_py, values.tolist()),
+            _latency_per_call(_latency, values.tolist()), sizes.packets),
+        row("LatencyStats.add_many", _latency_batch(latency_py, values), _latency_batch(_latency, values),
+            sizes.packets),
+        row("LatencyStats.summary (4096 values)", _latency_summary(latency_py, values),
+            _latency_summary(_latency, values), 20),
     ]
 
 
 if __name__ == "__main__":
     t0 = time.perf_counter()
-    for r in run():
+    for r in run("--smoke" in sys.argv):
         print(f"{r['figure']:<38} cython {r['value']:>10.0f} ns/op  python {r['baseline']:>10.0f} ns/op  "
               f"x{r['ratio']:6.1f}  goal {r['goal']}  {'met' if r['met'] else 'NOT MET'}")
     print(f"({time.perf_counter() - t0:.1f} s)")

@@ -1,19 +1,35 @@
-"""Snapshot endpoint under wrk (64 connections) against a plain aiohttp handler serving the same bytes."""
+"""Snapshot endpoint under wrk (64 connections) against a plain aiohttp handler serving the same bytes.
+
+The controller runs as shipped (auth on, the rate limiter running with a budget wrk cannot
+exhaust, CURVE link) fed 12 stations of replayed samples; the baseline is the cheapest aiohttp
+server returning the same body, in its own process. Needs wrk (installed from Debian's
+packages when missing and root).
+"""
 from __future__ import annotations
 
-import subprocess
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
+from bench.children import check_running
 from bench.replay import Replayer, record_samples
 from bench.tools import run_wrk
 from shared.topology import Topology
 from tests.procs import ADMIN_TOKENS, request, start_controller, wait_until
-from tpmon.processes import free_port
+from tpmon.processes import Child, free_port
 
-CONNECTIONS = 64
-SECONDS = 10
+TOOLS = ("wrk",)
+
+
+@dataclass(frozen=True)
+class Sizes:
+    connections: int
+    seconds: int  # per wrk run
+
+
+FULL = Sizes(connections=64, seconds=10)
+SMOKE = Sizes(connections=4, seconds=1)
 
 # The baseline: the cheapest aiohttp server that returns the same body, in its own process.
 _PLAIN_SERVER = """
@@ -28,7 +44,8 @@ web.run_app(app, host='127.0.0.1', port=int(sys.argv[1]), print=None, access_log
 """
 
 
-def run() -> list[dict]:
+def run(smoke: bool = False) -> list[dict]:
+    sizes = SMOKE if smoke else FULL
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         (tmp / "record").mkdir()
@@ -43,18 +60,18 @@ def run() -> list[dict]:
                 body_path = tmp / "snapshot.json"
                 body_path.write_bytes(_raw(f"{base}/api/v1/snapshots", ADMIN_TOKENS[base]))
                 size = body_path.stat().st_size
-                plain = _plain_server(body_path)
+                plain = _plain_server(tmp, body_path)
                 try:
-                    baseline = run_wrk(f"http://127.0.0.1:{plain[1]}/snapshot", CONNECTIONS, SECONDS)
-                    ours = run_wrk(f"{base}/api/v1/snapshots", CONNECTIONS, SECONDS,
+                    baseline = run_wrk(f"http://127.0.0.1:{plain[1]}/snapshot", sizes.connections, sizes.seconds)
+                    ours = run_wrk(f"{base}/api/v1/snapshots", sizes.connections, sizes.seconds,
                                    headers=(f"Authorization: Bearer {ADMIN_TOKENS[base]}",))
+                    check_running(controller, plain[0])  # a process that died under the load fails here
                 finally:
-                    plain[0].terminate()
-                    plain[0].wait()
+                    plain[0].stop()
         finally:
             controller.stop()
     return [
-        {"figure": "snapshot req/s (24 points, 64 conns)", "value": round(ours.requests_per_s),
+        {"figure": f"snapshot req/s (24 points, {sizes.connections} conns)", "value": round(ours.requests_per_s),
          "baseline": round(baseline.requests_per_s), "ratio": ours.requests_per_s / baseline.requests_per_s,
          "goal": ">= 0.60", "met": ours.requests_per_s / baseline.requests_per_s >= 0.6},
         {"figure": "snapshot p99 ms", "value": ours.p99_ms, "baseline": baseline.p99_ms,
@@ -79,13 +96,14 @@ def _raw(url: str, token: str) -> bytes:
         return resp.read()
 
 
-def _plain_server(body: Path) -> tuple[subprocess.Popen, int]:
+def _plain_server(tmp: Path, body: Path) -> tuple[Child, int]:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-c", _PLAIN_SERVER, str(port), str(body)])
-    wait_until(lambda: request(f"http://127.0.0.1:{port}/snapshot")[0] == 200, 10)
+    proc = Child("plain aiohttp server", [sys.executable, "-c", _PLAIN_SERVER, str(port), str(body)], tmp / "plain.log")
+    proc.start()
+    wait_until(lambda: request(f"http://127.0.0.1:{port}/snapshot")[0] == 200, 10, proc)
     return proc, port
 
 
 if __name__ == "__main__":
-    for row in run():
+    for row in run("--smoke" in sys.argv):
         print(row)

@@ -19,72 +19,99 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import psutil
 
+from bench.children import check_running
 from bench.replay import Replayer, record_samples
-from controller.live import json_value
+from controller.live.state import json_value
 from controller.stream.frames import deflate_segment
 from controller.stream.payloads import dumps
 from shared.metrics import METRICS, nest
 from shared.topology import Topology
 from tests.procs import ADMIN_TOKENS, request, start_controller, wait_until
+from tpmon.processes import Child
 
 TICK_MS = 150
-MEASURE_S = 15
-WARMUP_S = 3
-PROCESSES = 4
 UNEXHAUSTIBLE = 1_000_000_000  # requests per minute: 1000 clients on one token connect and subscribe at once
 
 
-def run() -> list[dict]:
+@dataclass(frozen=True)
+class Sizes:
+    recorded: int                         # samples recorded from a real agent, replayed as 12 stations
+    phases: tuple[tuple[int, str], ...]   # (clients, transport): the last "ws" and "sio" phases are compared
+    processes: int                        # client processes sharing each phase's clients
+    connect_s: float                      # before the warm-up, plus 1 s per 250 clients
+    warmup_s: float
+    measure_s: float
+
+
+FULL = Sizes(recorded=48, phases=((200, "ws"), (1000, "ws"), (1000, "sio")), processes=4, connect_s=2.0,
+             warmup_s=3.0, measure_s=15.0)
+SMOKE = Sizes(recorded=24, phases=((4, "ws"), (4, "sio")), processes=2, connect_s=1.0,  # one phase per transport
+              warmup_s=0.3, measure_s=1.2)
+
+
+def run(smoke: bool = False) -> list[dict]:
+    sizes = SMOKE if smoke else FULL
     rows: list[dict] = []
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         (tmp / "record").mkdir()
-        samples = record_samples(tmp / "record", count=48)
+        samples = record_samples(tmp / "record", count=sizes.recorded)
         controller, base, link_port = start_controller(tmp, stations=12, rate_limit_per_minute=UNEXHAUSTIBLE,
                                                        write_rate_limit_per_minute=UNEXHAUSTIBLE)
         try:
             with Replayer(f"tcp://127.0.0.1:{link_port}", samples, Topology(12), keys=tmp / "keys", stagger=True):
                 wait_until(lambda: _all_active(base), 20, controller)
-                ws200 = _phase(base, controller.proc.pid, 200, "ws")
-                ws1000 = _phase(base, controller.proc.pid, 1000, "ws")
-                sio1000 = _phase(base, controller.proc.pid, 1000, "sio")
+                results = []
+                for clients, transport in sizes.phases:
+                    results.append(_phase(base, controller, clients, transport, sizes))
         finally:
             controller.stop()
-    for result in (ws200, ws1000):
-        rows += _lag_rows(result)
-    rows += _lag_rows(sio1000)
+    for result in results:
+        rows += _lag_rows(result, sizes.measure_s)
     rows += _payload_rows(samples)
-    ws_rate, sio_rate = ws1000["per_cpu"], sio1000["per_cpu"]
-    rows.append({"figure": "Socket.IO vs WebSocket throughput (updates per controller CPU-second, 1000 clients)",
+    ws = [r for r in results if r["transport"] == "ws"][-1]
+    sio = [r for r in results if r["transport"] == "sio"][-1]
+    ws_rate, sio_rate = ws["per_cpu"], sio["per_cpu"]
+    rows.append({"figure": f"Socket.IO vs WebSocket throughput (updates per controller CPU-second, {sio['clients']} "
+                           f"vs {ws['clients']} clients)",
                  "value": round(sio_rate), "baseline": round(ws_rate), "ratio": sio_rate / ws_rate,
                  "goal": ">= 0.7", "met": sio_rate / ws_rate >= 0.7})
     return rows
 
 
-def _phase(base: str, pid: int, clients: int, transport: str) -> dict[str, Any]:
-    """Run `clients` clients in PROCESSES processes; merge their figures with the controller's."""
-    connect_s = 2 + clients / 250
-    start_at = time.time() + connect_s + WARMUP_S
-    stop_at = start_at + MEASURE_S
-    per_process = [clients // PROCESSES + (1 if i < clients % PROCESSES else 0) for i in range(PROCESSES)]
+def _phase(base: str, controller_proc: Child, clients: int, transport: str, sizes: Sizes) -> dict[str, Any]:
+    """Run `clients` clients in `sizes.processes` processes; merge their figures with the controller's."""
+    start_at = time.time() + sizes.connect_s + clients / 250 + sizes.warmup_s
+    stop_at = start_at + sizes.measure_s
+    n_procs = sizes.processes
+    per_process = [clients // n_procs + (1 if i < clients % n_procs else 0) for i in range(n_procs)]
     procs = [subprocess.Popen([sys.executable, "-m", "bench.stream_clients", "--url", base, "--token",
                                ADMIN_TOKENS[base], "--clients", str(n), "--transport", transport,
                                "--interval", str(TICK_MS), "--start-at", str(start_at), "--stop-at", str(stop_at)],
-                              stdout=subprocess.PIPE, text=True) for n in per_process]
-    controller = psutil.Process(pid)
-    _sleep_until(start_at)
-    cpu0, own0, before = _cpu(controller), time.process_time(), _counters(base)
-    _sleep_until(stop_at)
-    cpu1, own1, after = _cpu(controller), time.process_time(), _counters(base)
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for n in per_process]
+    try:
+        controller = psutil.Process(controller_proc.proc.pid)
+        _sleep_until(start_at)
+        cpu0, own0, before = _cpu(controller), time.process_time(), _counters(base)
+        _sleep_until(stop_at)
+        cpu1, own1, after = _cpu(controller), time.process_time(), _counters(base)
+        check_running(controller_proc)
+        outputs = [_client_output(p) for p in procs]
+    finally:
+        for p in procs:  # after a failure, no client process outlives the phase
+            if p.poll() is None:
+                p.kill()
+                p.wait()
     builds0, skipped0, fanout0 = before
     builds1, skipped1, fanout1 = after
-    outputs = [json.loads(p.communicate(timeout=120)[0].strip().splitlines()[-1]) for p in procs]
+    measure_s = sizes.measure_s
     p50, p99, total = _percentiles(outputs, "hist")
     tick_p50, tick_p99, _ = _percentiles(outputs, "hist_tick")
     messages = sum(o["messages"] for o in outputs)
@@ -93,11 +120,20 @@ def _phase(base: str, pid: int, clients: int, transport: str) -> dict[str, Any]:
             "errors": [e for o in outputs for e in o["errors"]][:3], "p50": p50, "p99": p99, "lags": total,
             "after_tick_p50": tick_p50, "after_tick_p99": tick_p99,
             "messages": messages, "missed": sum(o["missed"] for o in outputs),
-            "expected": clients * MEASURE_S * 1000 / TICK_MS, "ticks": builds1 - builds0,
-            "skipped": skipped1 - skipped0, "controller_cpu": controller_cpu / MEASURE_S,
+            "expected": clients * measure_s * 1000 / TICK_MS, "ticks": builds1 - builds0,
+            "skipped": skipped1 - skipped0, "controller_cpu": controller_cpu / measure_s,
             "fanout_ms": 1000 * (fanout1 - fanout0) / max(builds1 - builds0, 1),
-            "clients_cpu": sum(o["cpu_s"] for o in outputs) / MEASURE_S,
-            "replayer_cpu": (own1 - own0) / MEASURE_S, "per_cpu": messages / max(controller_cpu, 1e-9)}
+            "clients_cpu": sum(o["cpu_s"] for o in outputs) / measure_s,
+            "replayer_cpu": (own1 - own0) / measure_s, "per_cpu": messages / max(controller_cpu, 1e-9)}
+
+
+def _client_output(proc: subprocess.Popen) -> dict[str, Any]:
+    """The JSON line a client process prints last; its stderr in the error if it failed."""
+    out, err = proc.communicate(timeout=120)
+    lines = out.strip().splitlines()
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"a bench.stream_clients process exited with status {proc.returncode}:\n{err[-3000:]}")
+    return json.loads(lines[-1])
 
 
 def _percentiles(outputs: list[dict[str, Any]], key: str) -> tuple[int, int, int]:
@@ -114,9 +150,9 @@ def _percentiles(outputs: list[dict[str, Any]], key: str) -> tuple[int, int, int
     return p50, p99, total
 
 
-def _lag_rows(r: dict[str, Any]) -> list[dict]:
+def _lag_rows(r: dict[str, Any], measure_s: float) -> list[dict]:
     name = f"{r['clients']} {'Socket.IO' if r['transport'] == 'sio' else 'WebSocket'} clients"
-    expected_ticks = MEASURE_S * 1000 / TICK_MS
+    expected_ticks = measure_s * 1000 / TICK_MS
     missed_share = r["missed"] / r["expected"]
     return [
         {"figure": f"{name}: delivery lag p99 ms (measuredAt -> receipt)", "value": r["p99"], "baseline": TICK_MS,
@@ -125,7 +161,7 @@ def _lag_rows(r: dict[str, Any]) -> list[dict]:
         {"figure": f"{name}: delivery lag p50 ms", "value": r["p50"], "baseline": TICK_MS, "ratio": r["p50"] / TICK_MS},
         {"figure": f"{name}: receipt after the tick that built the update, p50 / p99 ms", "value": r["after_tick_p50"],
          "p99": r["after_tick_p99"]},
-        {"figure": f"{name}: controller ticks in {MEASURE_S} s (missed)", "value": r["ticks"],
+        {"figure": f"{name}: controller ticks in {measure_s:g} s (missed)", "value": r["ticks"],
          "baseline": round(expected_ticks), "ratio": r["ticks"] / expected_ticks,
          "missed_ticks": max(0, round(expected_ticks) - r["ticks"]), "goal": "no missed ticks",
          "met": r["ticks"] >= round(expected_ticks) - 1},
@@ -200,5 +236,5 @@ def _all_active(base: str) -> bool:
 
 
 if __name__ == "__main__":
-    for row in run():
+    for row in run("--smoke" in sys.argv):
         print(row)

@@ -2,7 +2,8 @@
 
 Benchmarks of the controller's HTTP path need 24 live points without 12 agent processes
 competing for the two cores with the load generator: the values are real measurements,
-re-sent with fresh sequence numbers and measurement times.
+re-sent with fresh sequence numbers and measurement times. A replayer thread that fails
+re-raises its error when the `with` block ends, so a benchmark never reports on a dead feed.
 """
 from __future__ import annotations
 
@@ -12,36 +13,32 @@ from pathlib import Path
 
 import zmq
 
+from bench.children import check_running
+from bench.curve_router import CurveRouter
 from shared import curve_keys, protocol
 from shared.protocol import MsgType
 from shared.topology import Topology
 from tests.procs import start_agent
-from tpmon.processes import free_port
 
 
 def record_samples(tmp: Path, count: int = 20, timeout: float = 30) -> list[dict]:
-    """Run a real agent against a ROUTER of ours and keep `count` SAMPLE bodies."""
-    ctx = zmq.Context.instance()
-    router = ctx.socket(zmq.ROUTER)
-    router.setsockopt(zmq.LINGER, 0)
-    port = free_port()
-    router.bind(f"tcp://127.0.0.1:{port}")
-    agent = start_agent(tmp, "Station-1", port)
+    """`count` SAMPLE bodies from a real agent run as shipped (CURVE, keys made in tmp/"keys") against our ROUTER.
+
+    The agent's log is in the error if it exits or sends too few samples in `timeout` seconds.
+    """
     samples: list[dict] = []
-    deadline = time.monotonic() + timeout
-    try:
-        while len(samples) < count and time.monotonic() < deadline:
-            if router.poll(200):
-                _, frame = router.recv_multipart()
-                msg = protocol.decode(frame)
-                if msg.type is MsgType.SAMPLE:
-                    samples.append(msg.body)
-    finally:
-        agent.stop()
-        router.close()
+    with CurveRouter(tmp / "keys", ["Station-1"]) as router:
+        agent = start_agent(tmp, "Station-1", router.port)  # finds tmp/keys: a CURVE link
+        deadline = time.monotonic() + timeout
+        try:
+            while len(samples) < count and time.monotonic() < deadline:
+                check_running(agent)
+                samples += [m.body for m in router.drain(200) if m.type is MsgType.SAMPLE]
+        finally:
+            agent.stop()
     if len(samples) < count:
-        raise RuntimeError(f"agent produced {len(samples)} samples in {timeout}s; see {agent.log_path}")
-    return samples
+        raise RuntimeError(f"agent produced {len(samples)} samples in {timeout}s; its log:\n{agent.tail(40)}")
+    return samples[:count]
 
 
 class Replayer:
@@ -58,7 +55,8 @@ class Replayer:
         self.keys = keys
         self.stagger = stagger
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread = threading.Thread(target=self._guarded, daemon=True)
+        self.error: Exception | None = None
 
     def __enter__(self) -> "Replayer":
         self._thread.start()
@@ -67,6 +65,14 @@ class Replayer:
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
         self._thread.join(5)
+        if self.error is not None and exc[0] is None:
+            raise RuntimeError(f"the sample replayer failed: {self.error!r}") from self.error
+
+    def _guarded(self) -> None:
+        try:
+            self._run()
+        except Exception as exc:  # kept for __exit__: a thread's exception would otherwise only be printed
+            self.error = exc
 
     def _run(self) -> None:
         ctx = zmq.Context.instance()

@@ -14,8 +14,10 @@ def ensure_tool(name: str, package: str | None = None) -> str:
     if path:
         return path
     if os.geteuid() == 0 and shutil.which("apt-get"):
-        subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True)
-        subprocess.run(["apt-get", "install", "-y", "-qq", package or name], check=False, capture_output=True)
+        install = ["apt-get", "install", "-y", "-qq", package or name]
+        if subprocess.run(install, check=False, capture_output=True).returncode != 0:  # stale or no package lists
+            subprocess.run(["apt-get", "update", "-qq"], check=False, capture_output=True)
+            subprocess.run(install, check=False, capture_output=True)
         path = shutil.which(name)
     if not path:
         raise RuntimeError(f"{name} is required (apt-get install {package or name})")
