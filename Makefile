@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXT_SOURCES := $(wildcard ext/*.pyx ext/*.pxd)
 
-.PHONY: demo test test-fast bench ext clean
+.PHONY: demo lint test test-fast bench ext clean
 
 $(STAMP): pyproject.toml setup.py $(EXT_SOURCES)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -20,10 +20,14 @@ ext: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/tpmon demo
 
-test: $(STAMP)
+# The linter first: a finding fails the test target (and CI) before a test runs.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+
+test: lint
 	$(BIN)/python -m pytest -q -rs
 
-test-fast: $(STAMP)
+test-fast: lint
 	$(BIN)/python -m pytest -q -m 'not slow'
 
 bench: $(STAMP)

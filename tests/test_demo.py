@@ -37,7 +37,7 @@ def _active_points(base: str, token: str) -> int:
 def test_demo_runs_stops_on_ctrl_c_and_restarts_cleanly(tmp_path: Path):
     http, link, exporter = free_port(), free_port(), free_port()
     base = f"http://127.0.0.1:{http}"
-    for attempt in range(2):  # the second run must find no stale ports or processes
+    for _attempt in range(2):  # the second run must find no stale ports or processes
         tokens = tmp_path / "demo" / "tokens"
         for old in tokens.glob("*.jwt"):  # every run writes fresh ones; wait for this run's
             old.unlink()

@@ -1,6 +1,8 @@
 """GET /api/v1/config/knobs/{stationId}/{extension}/history: a point's knob changes, newest first, paginated."""
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from controller.app_keys import SERVICES
@@ -17,9 +19,11 @@ from controller.security.principal import Permission
 async def get_knob_history(request: web.Request) -> web.Response:
     point = point_of(request)
     q = query_of(request, KnobChangesQuery)
-    page = request.app[SERVICES].knob_changes.page(
-        point, q.limit, q.cursor, q.knob, since=epoch_of(q.since) if q.since else None,
-        until=epoch_of(q.until) if q.until else None, source=q.source or None)
+    # A bounded SQLite query (limit + 1 rows over an index), off the event loop all the same.
+    page = await asyncio.to_thread(
+        request.app[SERVICES].knob_changes.page, point, q.limit, q.cursor, q.knob,
+        since=epoch_of(q.since) if q.since else None, until=epoch_of(q.until) if q.until else None,
+        source=q.source or None)
     return json_response({"station": point.station, "extension": point.extension, "keyMetrics": list(KEY_METRICS),
                           "entries": page.rows, "nextCursor": page.next_cursor})
 

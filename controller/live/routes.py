@@ -41,10 +41,10 @@ async def get_snapshots(request: web.Request) -> web.Response:
         rendered = request.app[SERVICES].snapshots.get(stations, fields)
     except UnknownStations as exc:
         raise ApiError(404, f"unknown station {', '.join(exc.names)} (known: Station-1 … Station-{topology.station_count})",
-                       [{"field": "stations", "problem": f"unknown station {name}"} for name in exc.names])
+                       [{"field": "stations", "problem": f"unknown station {name}"} for name in exc.names]) from None
     except UnknownFields as exc:
         raise ApiError(400, f"unknown field {', '.join(exc.names)}; use category.name keys from GET /api/v1/catalog",
-                       [{"field": "fields", "problem": f"unknown metric {name}"} for name in exc.names])
+                       [{"field": "fields", "problem": f"unknown metric {name}"} for name in exc.names]) from None
     return serve(request, rendered)
 
 
