@@ -39,7 +39,8 @@ def target_points(request: web.Request, targets: BatchTargets) -> list[Point]:
 async def run_batch(request: web.Request, points: list[Point], settings: Mapping[str, Any], options: BatchOptions,
                     source: str, template_id: str | None = None) -> BatchOutcome:
     """Apply through the batch path, audit one record, and turn a strict refusal into a 400."""
-    who = Attribution(principal_of(request).subject, source, options.reason or None, template_id=template_id)
+    who = Attribution(principal_of(request).subject, source, options.reason or None, template_id=template_id,
+                      where=client_address(request))
     audit = {"who": who.by, "where": client_address(request), "trace": logs.trace_id.get() or "",
              "source": source, "templateId": template_id, "validation": options.validation,
              "rollbackOnError": options.rollbackOnError, "settings": dict(settings), "reason": options.reason}

@@ -12,7 +12,7 @@ from controller.http.params import body_of, query_of
 from controller.http.errors import ApiError, json_response
 from controller.knobs.sync import InvalidKnobs
 from controller.http.endpoint import Endpoint, Reply, add_endpoint
-from controller.http import logs
+from controller.knobs.changes import Attribution
 from controller.security.guard import client_address, principal_of
 from controller.security.principal import Permission
 from shared.topology import Point
@@ -67,17 +67,12 @@ async def post_knobs(request: web.Request) -> web.Response:
     partial = body_of(request, KnobChange).root  # every value checked against the catalog already
     reason = query_of(request, KnobChangeQuery).reason or None
     try:
-        result = await request.app[SERVICES].knob_sync.change(point, partial, _operator(request), reason=reason)
+        who = Attribution(_operator(request), "api", reason, where=client_address(request))
+        result = await request.app[SERVICES].knob_sync.change(point, partial, who)
     except InvalidKnobs as exc:
         count = len(exc.problems)
         raise ApiError(400, f"{count} invalid knob value{'s' if count != 1 else ''}; nothing was changed",
                        [p.to_json() for p in exc.problems], code="validation_failed") from None
-    request.app[SERVICES].audit.record(
-        "config.change", who=_operator(request), what=f"knobs {point.station}/{point.extension}",
-        where=client_address(request), trace=logs.trace_id.get() or "",
-        outcome="applied" if result.applied else "pending", version=result.desired.version,
-        changes={name: result.desired.knobs[name] for name in partial if name in result.desired.knobs},
-        reason=reason)
     doc: dict[str, Any] = {"station": point.station, "extension": point.extension,
                            "config": result.desired.knobs, "version": result.desired.version,
                            "applied": result.applied, "appliedVersion": result.applied_version}
