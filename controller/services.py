@@ -90,7 +90,7 @@ def build_services(settings: ControllerSettings, registry: CollectorRegistry, cl
     knob_changes = KnobChangeLog(settings.data_file("knob_changes.sqlite"), topology, clock, history,
                                  window_s=settings.knob_history_window_s,
                                  settle_s=2 * settings.history_flush_ms / 1000 + 1,  # two flushes: on disk
-                                 retention_days=settings.history_retention_1h_days,  # as long as what it explains
+                                 retention_days=settings.knob_history_retention_days,
                                  legacy_file=settings.data_file("knob_history.json"))  # imported once
     knob_sync = KnobSync(desired, live, link.send_to_station, clock, settings.ack_timeout_ms / 1000, knob_changes,
                          events, audit)

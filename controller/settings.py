@@ -71,7 +71,7 @@ class ControllerSettings:
     alerts_keep_resolved_days: int = 30
     # --- knob change history: key metrics averaged over this window before and after each change
     knob_history_window_s: int = 60
-    knob_history_max_changes: int = 5000    # records kept in knob_history.json (rewritten whole on each change)
+    knob_history_retention_days: int = 365  # knob changes kept this long (each point's newest always: it is what runs)
 
     def __post_init__(self) -> None:
         if isinstance(self.cors_origins, list):  # TOML arrays arrive as lists; keep the settings hashable
