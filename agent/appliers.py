@@ -25,8 +25,9 @@ import json
 import logging
 import shlex
 import subprocess
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 from shared.atomic_file import atomic_write
 from shared.knobs import EXTERNAL, KNOBS

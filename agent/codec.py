@@ -1,8 +1,8 @@
 """G.711 mu-law companding (8 bits per sample), vectorised with lookup tables, and the payload format it makes."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable
 
 import numpy as np
 

@@ -26,10 +26,12 @@ from __future__ import annotations
 
 import re
 import threading
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from prometheus_client import CollectorRegistry, start_http_server
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric as PromMetric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import Metric as PromMetric
 from prometheus_client.registry import Collector
 
 from shared.metrics import METRICS, Metric, MetricType

@@ -1,7 +1,7 @@
 """XOR forward error correction (RFC 5109 style, one parity packet per group of equal-size media payloads)."""
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 
 def xor_parity(payloads: Iterable[bytes]) -> bytes:

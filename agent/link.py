@@ -19,9 +19,9 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import zmq
 from zmq.utils.monitor import recv_monitor_message

@@ -25,7 +25,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def hot_paths() -> str:
     """Which implementation each ext/ hot path runs ("cython" or "python"), for the startup log."""
-    import ext.dsp, ext.jitter, ext.latency, ext.sequence, ext.vad
+    import ext.dsp
+    import ext.jitter
+    import ext.latency
+    import ext.sequence
+    import ext.vad
     return ", ".join(f"{m.__name__.split('.')[-1]} {m.IMPLEMENTATION}"
                      for m in (ext.dsp, ext.jitter, ext.sequence, ext.latency, ext.vad))
 

@@ -21,7 +21,8 @@ catalog's received_count and loss after repair); an FEC reconstruction counts in
 from __future__ import annotations
 
 from collections import deque
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 

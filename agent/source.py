@@ -18,9 +18,10 @@ rescales its timestamps to these.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from enum import IntEnum
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from controller.alerts.defaults import default_rules
 from controller.alerts.engine import INDEX, AlertEngine

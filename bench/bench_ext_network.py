@@ -143,7 +143,7 @@ def _row(figure: str, py_fn: Callable[[], None], c_fn: Callable[[], None], units
 
 
 def run(smoke: bool = False) -> list[dict]:
-    from ext import _jitter, _latency, _sequence   # the Cython builds: a missing build is a failure here
+    from ext import _jitter, _latency, _sequence  # the Cython builds: a missing build is a failure here
     sizes = SMOKE if smoke else FULL
     s = _stream(sizes.packets)
     ticks = _ticks(s)

@@ -67,7 +67,7 @@ class CurveRouter:
         self.auth.stop()
         self.ctx.term()
 
-    def __enter__(self) -> "CurveRouter":
+    def __enter__(self) -> CurveRouter:
         return self
 
     def __exit__(self, *exc: object) -> None:

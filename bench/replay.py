@@ -58,7 +58,7 @@ class Replayer:
         self._thread = threading.Thread(target=self._guarded, daemon=True)
         self.error: Exception | None = None
 
-    def __enter__(self) -> "Replayer":
+    def __enter__(self) -> Replayer:
         self._thread.start()
         return self
 

@@ -3,20 +3,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 
 import zmq.asyncio
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from controller.alerts import routes as alert_routes, threshold_routes
+from controller.alerts import routes as alert_routes
+from controller.alerts import threshold_routes
 from controller.app_keys import SERVICES
 from controller.catalog import routes as catalog_routes
 from controller.clock import Clock, SystemClock
 from controller.health import routes as health_routes
 from controller.history import routes as history_routes
 from controller.http import middleware, openapi_routes
-from controller.knobs import batch_routes, change_routes, routes as knob_routes, template_routes
+from controller.knobs import batch_routes, change_routes, template_routes
+from controller.knobs import routes as knob_routes
 from controller.link.curve import load_server_keys
 from controller.live import routes as snapshot_routes
 from controller.periodic import PeriodicWork

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Protocol
 
 
@@ -44,7 +44,7 @@ def iso_ms(epoch: float | None) -> str | None:
     if epoch is None:
         return None
     try:
-        dt = datetime.fromtimestamp(float(epoch), tz=timezone.utc)
+        dt = datetime.fromtimestamp(float(epoch), tz=UTC)
     except (OverflowError, OSError, ValueError, TypeError):
         return None
     return dt.isoformat(timespec="milliseconds").replace("+00:00", "Z")

@@ -15,7 +15,8 @@ of its own); a listener that raises is logged and does not stop the others.
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 log = logging.getLogger("tpmon.controller.events")
 

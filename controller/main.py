@@ -26,10 +26,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     # Imported here so `tpmon --help` and other subcommands do not pay for aiohttp and zmq.
-    from shared.config import ConfigError
-
     from controller.http import logs
     from controller.settings import load_settings
+    from shared.config import ConfigError
 
     overrides = {key: getattr(args, key, None) for key in
                  ("http_host", "http_port", "link_endpoint", "data_dir", "stations", "log_level",
@@ -51,12 +50,11 @@ async def serve(settings: Any) -> int:
     import zmq
     from aiohttp import web
 
-    from controller.app_keys import SERVICES
     from controller.app import create_app
+    from controller.app_keys import SERVICES
     from controller.http.tls import server_context
-    from shared.config import ConfigError
-
     from controller.security.secret_files import SecretError
+    from shared.config import ConfigError
 
     try:
         ssl_context = server_context(settings.tls_cert, settings.tls_key) if settings.tls else None

@@ -6,8 +6,9 @@ any sample to the complete knob set it ran under (the optimizer's training data)
 """
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from shared.topology import Point
 

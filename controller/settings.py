@@ -2,10 +2,11 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Mapping
+from typing import Any
 
 from shared.config import ConfigError, apply_env, load_toml, section
 from shared.topology import DEFAULT_STATION_COUNT

@@ -1,8 +1,8 @@
 """Selects the DSP primitives: the Cython module ext._dsp unless TPMON_NO_EXTENSIONS=1 or it is not built."""
 from __future__ import annotations
 
-from ext.twins import choose
 from ext.dsp_py import FILTER_KINDS, MAX_DESIGN_FRACTION, Coeffs, db_to_lin, design_biquad
+from ext.twins import choose
 
 _impl, IMPLEMENTATION = choose("_dsp", "dsp_py")
 MODULE = _impl

@@ -8,7 +8,7 @@ and the Cython module imports it, so only the per-sample loops exist twice.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 

@@ -11,9 +11,10 @@ own audio engine or transport, through the agent's applier). What-if replay can 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any, Mapping
+from typing import Any
 
 
 class KnobType(str, Enum):

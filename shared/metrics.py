@@ -7,9 +7,10 @@ catalog, later the history store and the optimizer's features) derives from this
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from enum import Enum
-from typing import Any, Iterable
+from typing import Any
 
 
 class MetricType(str, Enum):

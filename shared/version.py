@@ -1,5 +1,6 @@
 """The one tpmon version string, read by the controller, the agent and the `tpmon` command alike."""
-from importlib.metadata import PackageNotFoundError, version as _installed_version
+from importlib.metadata import PackageNotFoundError
+from importlib.metadata import version as _installed_version
 
 try:
     VERSION = _installed_version("tpmon")  # pyproject.toml's version, as installed

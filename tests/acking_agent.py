@@ -9,8 +9,8 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
 
-from controller.app_keys import SERVICES
 from controller.app import create_app
+from controller.app_keys import SERVICES
 from controller.clock import Clock
 from controller.security import secret_files
 from controller.security.signing import signed_headers

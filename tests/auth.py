@@ -1,8 +1,8 @@
 """Tokens for tests: minted with the secret a controller under test created in its data folder."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from controller.security import secret_files
 from controller.security.tokens import TokenKeys, mint

@@ -64,7 +64,7 @@ class FakeAgent:
     async def nothing(self, mtype: MsgType, within: float) -> bool:
         try:
             await self.recv(mtype, within)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return True
         return False
 

@@ -7,8 +7,9 @@ import signal
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from shared import curve_keys
 from shared.topology import Topology
@@ -16,7 +17,6 @@ from tests.auth import token_for
 from tpmon import toml_writer
 from tpmon.demo_profiles import station_profile
 from tpmon.processes import Child, free_port, tpmon_argv
-
 
 ADMIN_TOKENS: dict[str, str] = {}  # controller base URL -> an admin token minted with its secret
 

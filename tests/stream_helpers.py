@@ -14,10 +14,10 @@ from aiohttp import ClientWebSocketResponse, WSMsgType, web
 from aiohttp.test_utils import TestClient
 from prometheus_client import CollectorRegistry
 
-from controller.sample import Sample
-from controller.app_keys import SERVICES
 from controller.app import create_app
+from controller.app_keys import SERVICES
 from controller.clock import Clock
+from controller.sample import Sample
 from controller.settings import ControllerSettings
 
 
@@ -95,7 +95,7 @@ async def read_all(reader: asyncio.StreamReader, idle: float = 2.0) -> bytes:
     while True:
         try:
             chunk = await asyncio.wait_for(reader.read(1 << 20), idle)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             return data
         if not chunk:
             return data

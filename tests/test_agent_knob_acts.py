@@ -1,8 +1,9 @@
 """Where the catalog says a knob acts is where the agent reads it: receiver, sender or DSP chain."""
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from types import SimpleNamespace
-from typing import Any, Iterator, Mapping
+from typing import Any
 
 from agent.codec import MU_LAW_16K
 from agent.receiver import Receiver

@@ -12,8 +12,8 @@ from agent.measure.audio import AudioMeter
 from agent.measure.host import HostMeter
 from agent.measure.sample import PointMeter
 from agent.pipeline import ExtensionPipeline
-from agent.sim.conditions import SimConditions
 from agent.sim.capture import SimCapture
+from agent.sim.conditions import SimConditions
 from shared.knobs import defaults
 from shared.metrics import METRICS, METRICS_BY_KEY, out_of_bounds
 

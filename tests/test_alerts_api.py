@@ -11,11 +11,11 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
-from controller.sample import Sample
-from controller.app_keys import SERVICES
 from controller.alerts.engine import INDEX
 from controller.app import create_app
+from controller.app_keys import SERVICES
 from controller.clock import ManualClock
+from controller.sample import Sample
 from controller.settings import ControllerSettings
 from shared.metrics import METRIC_COUNT
 from shared.topology import Point

@@ -12,13 +12,13 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 from pydantic import BaseModel, Field, ValidationError
 
+from controller.app import create_app
+from controller.http.endpoint import Endpoint, Reply, add_endpoint, endpoints
+from controller.http.errors import json_response
 from controller.http.models import BodyModel, QueryModel
 from controller.http.openapi import build_document
 from controller.http.params import body_of, problems, query_of
-from controller.app import create_app
-from controller.http.errors import json_response
 from controller.live.state import Status
-from controller.http.endpoint import Endpoint, Reply, add_endpoint, endpoints
 from controller.security.principal import Permission
 from controller.settings import ControllerSettings
 from shared.knobs import KNOBS, KnobType

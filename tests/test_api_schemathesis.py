@@ -10,11 +10,11 @@ in the error envelope, to requests without a valid token.
 """
 from __future__ import annotations
 
-import subprocess
 import os
+import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 import schemathesis

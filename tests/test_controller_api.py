@@ -13,8 +13,8 @@ from controller.app import create_app
 from controller.http.logs import JsonFormatter
 from controller.settings import ControllerSettings
 from shared.knobs import KNOB_COUNT
-from tests.auth import bearer
 from shared.metrics import METRIC_COUNT
+from tests.auth import bearer
 
 KNOBS_URL = "/api/v1/config/knobs/Station-1/3333"
 

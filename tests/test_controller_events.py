@@ -7,10 +7,10 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
-from controller.sample import Sample
-from controller.app_keys import SERVICES
 from controller.app import create_app
+from controller.app_keys import SERVICES
 from controller.events import EventBus
+from controller.sample import Sample
 from controller.settings import ControllerSettings
 from shared.topology import Point
 

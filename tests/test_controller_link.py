@@ -10,13 +10,13 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
-from controller.app_keys import SERVICES
 from controller.app import create_app
+from controller.app_keys import SERVICES
 from controller.settings import ControllerSettings
-from tests.auth import bearer
-from tests.fake_agent import FakeAgent, link_keys
 from shared import protocol
 from shared.protocol import Message, MsgType
+from tests.auth import bearer
+from tests.fake_agent import FakeAgent, link_keys
 
 pytestmark = pytest.mark.slow  # real sockets on loopback
 

@@ -5,9 +5,9 @@ import math
 
 import pytest
 
-from controller.sample import Sample
 from controller.clock import ManualClock
 from controller.live.state import LiveState, Status
+from controller.sample import Sample
 from shared import protocol
 from shared.metrics import METRICS, MetricType
 from shared.topology import Point, Topology

@@ -6,11 +6,11 @@ import json
 
 import pytest
 
-from controller.sample import Sample
 from controller.clock import ManualClock
-from controller.live.state import LiveState
 from controller.http.cached import accepts_gzip, etag_matches
 from controller.live.snapshot import SnapshotCache, UnknownFields, UnknownStations
+from controller.live.state import LiveState
+from controller.sample import Sample
 from shared import protocol
 from shared.metrics import METRICS, MetricType
 from shared.topology import Point, Topology

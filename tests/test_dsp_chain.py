@@ -10,8 +10,8 @@ import pytest
 
 from agent.dsp import DspChain
 from agent.dsp.signals import frames, rms_db, room_echo, scale_to, speech_like, white_noise
-from agent.sim.conditions import SimConditions
 from agent.sim.capture import SimCapture
+from agent.sim.conditions import SimConditions
 from ext import dsp_py
 from shared.knobs import KNOBS, PIPELINE, defaults
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from ext import jitter_py
-from tests.twins import load_twin
 from shared.knobs import defaults
+from tests.twins import load_twin
 
 PKT = 320          # bytes = 20 ms at 16 bytes/ms
 

@@ -11,7 +11,6 @@ from ext import latency_py
 from tests.twins import load_twin
 
 
-
 def _load(name: str) -> ModuleType:
     return load_twin(name, latency_py, "_latency")
 

@@ -10,7 +10,6 @@ from ext import sequence_py as sp
 from tests.twins import load_twin
 
 
-
 def _load(name: str) -> ModuleType:
     return load_twin(name, sp, "_sequence")
 

@@ -18,8 +18,8 @@ from prometheus_client import CollectorRegistry
 
 from agent.config import load as load_agent_config
 from agent.link import ControllerLink, client_keys
-from controller.app_keys import SERVICES
 from controller.app import create_app
+from controller.app_keys import SERVICES
 from controller.link.curve import Throttle
 from controller.settings import ControllerSettings
 from shared import curve_keys, protocol

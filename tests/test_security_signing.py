@@ -1,10 +1,10 @@
 """Signed critical requests: canonical form, verification, freshness, replay, `tpmon sign`; a real app."""
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
-import asyncio
 import shlex
 import time
 
@@ -14,12 +14,20 @@ from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
 from controller.app import create_app
-from controller.http.errors import json_response
 from controller.http.endpoint import API_PREFIXES, ENDPOINTS, Endpoint
+from controller.http.errors import json_response
 from controller.security import secret_files
 from controller.security.principal import Permission
-from controller.security.signing import (NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, RequestVerifier,
-                                         SignatureRejected, canonical_string, sign, signed_headers)
+from controller.security.signing import (
+    NONCE_HEADER,
+    SIGNATURE_HEADER,
+    TIMESTAMP_HEADER,
+    RequestVerifier,
+    SignatureRejected,
+    canonical_string,
+    sign,
+    signed_headers,
+)
 from controller.settings import ControllerSettings
 from tests.auth import bearer, token_for
 from tpmon.cli import main as tpmon

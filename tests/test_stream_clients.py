@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
-from typing import Iterator
 
 import aiohttp
 import pytest
 
 from tests.auth import token_for
 from tests.node import PlanClient, socketio_client
-from tests.procs import ADMIN_TOKENS, Proc, get_json, post_json, start_agent, start_controller, wait_until
+from tests.procs import ADMIN_TOKENS, get_json, post_json, start_agent, start_controller, wait_until
 
 pytestmark = pytest.mark.slow
 

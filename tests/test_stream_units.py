@@ -6,7 +6,7 @@ import zlib
 
 import pytest
 
-from controller.security.principal import ANONYMOUS_ADMIN, Principal, Permission
+from controller.security.principal import ANONYMOUS_ADMIN, Permission, Principal
 from controller.stream import frames
 from controller.stream.client import StreamClient, StreamLimits, TooSlow
 from controller.stream.frames import SegmentCache
@@ -240,13 +240,13 @@ def test_events_reach_clients_whose_scope_and_subscriptions_cover_them():
 
 
 def test_no_request_however_malformed_breaks_the_handler(tmp_path):
+    from controller.clock import ManualClock
     from controller.events import EventBus
     from controller.security.audit import AuditLog
     from controller.security.guard import Guard
     from controller.security.ratelimit import RateLimiter
     from controller.stream.hub import StreamHub
     from controller.stream.requests import handle
-    from controller.clock import ManualClock
 
     clock = ManualClock()
     hub = StreamHub(TOPOLOGY, None, EventBus(), clock, 150, StreamLimits())  # type: ignore[arg-type]

@@ -14,8 +14,16 @@ from controller.app_keys import SERVICES
 from controller.clock import ManualClock
 from controller.stream import routes as stream_route
 from tests.auth import token_for
-from tests.stream_helpers import (client_frame, connected, feed_samples, next_event, raw_ws, read_all, stream_app,
-                                  subscribe)
+from tests.stream_helpers import (
+    client_frame,
+    connected,
+    feed_samples,
+    next_event,
+    raw_ws,
+    read_all,
+    stream_app,
+    subscribe,
+)
 
 
 @pytest.fixture

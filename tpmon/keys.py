@@ -74,7 +74,7 @@ def _names(stations: list[str]) -> str:
     return ", ".join(stations) if len(stations) <= 4 else f"{stations[0]} … {stations[-1]} ({len(stations)} stations)"
 
 
-def _report(out: Path, done: "curve_keys.Provisioned") -> None:
+def _report(out: Path, done: curve_keys.Provisioned) -> None:
     from shared import curve_keys
 
     agents = [s for s in done.created if s != curve_keys.CONTROLLER]

@@ -1,7 +1,8 @@
 """Compressor and output limiter stages (the compression knobs)."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 

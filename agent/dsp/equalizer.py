@@ -1,7 +1,8 @@
 """The 10-band parametric equalizer (peaking biquads, Q 1.41) driven by eq_enabled and eq_band_N_freq/gain."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 

@@ -1,7 +1,8 @@
 """Noise reduction: STFT spectral subtraction / Wiener gain on bands, noise tracking, VAD, transients, comfort noise."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 

@@ -1,7 +1,8 @@
 """Mono room reverb (Schroeder/Freeverb style) for the spatial knobs; bypassed while reverb_amount is 0."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 

@@ -20,7 +20,7 @@ narrowband telephony, used here on measured inputs as operators commonly do.
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 R0 = 93.2
 IE_G711 = 0.0

@@ -4,7 +4,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from pesq import pesq as pesq_score

@@ -31,7 +31,8 @@ Each value follows its catalog `measured` sentence; notes where a choice had to 
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 

@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -37,7 +38,7 @@ class SimConditions:
     talker_f0_hz: float = 0.0         # near-end mean pitch; 0 = chosen from the seed
 
     @classmethod
-    def from_table(cls, table: Mapping[str, Any], where: str) -> "SimConditions":
+    def from_table(cls, table: Mapping[str, Any], where: str) -> SimConditions:
         known = {f.name: f for f in fields(cls)}
         unknown = sorted(set(table) - set(known))
         if unknown:

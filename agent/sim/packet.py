@@ -40,7 +40,7 @@ class Packet:
     def intact(self) -> bool:
         return zlib.crc32(self.payload) == self.checksum
 
-    def copy(self) -> "Packet":
+    def copy(self) -> Packet:
         return Packet(self.kind, self.seq, self.timestamp, self.payload, self.checksum, self.capture_ms,
                       self.send_ms, self.arrival_ms, self.group_size, self.retransmit)
 

@@ -8,7 +8,8 @@ multiple of everything sent), max_retransmits (how many NACKs per packet it answ
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from agent.sim.network import SimNetwork
 from agent.sim.pacer import Pacer

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import heapq
 import time
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import numpy as np
 

@@ -1,8 +1,9 @@
 """Alert documents in the plan's shape: ids, readable metric labels, values with their units, messages."""
 from __future__ import annotations
 
-from datetime import datetime, timezone
-from typing import Any, Callable
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
 
 from controller.alerts.rules import Rule, Severity
 from controller.alerts.watch import Transition
@@ -65,7 +66,7 @@ class AlertIds:
         self.exists = exists  # ids already given (the alert book's, kept across restarts)
 
     def next(self, wall: float) -> str:
-        stamp = datetime.fromtimestamp(wall, tz=timezone.utc).strftime("%Y%m%d_%H%M%S")
+        stamp = datetime.fromtimestamp(wall, tz=UTC).strftime("%Y%m%d_%H%M%S")
         n = 1
         while self.exists(f"alert_{stamp}_{n:03d}"):
             n += 1

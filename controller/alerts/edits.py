@@ -8,10 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from controller.alerts.rules import (DEFAULT_DURATION_MS, Direction, Rule, default_direction, default_window_ms,
-                                     problems, sorted_stations, threshold_id)
-from controller.alerts.ruleset import RuleSet
 from controller.alerts.models import RuleBody, ThresholdBody
+from controller.alerts.rules import (
+    DEFAULT_DURATION_MS,
+    Direction,
+    Rule,
+    default_direction,
+    default_window_ms,
+    problems,
+    sorted_stations,
+    threshold_id,
+)
+from controller.alerts.ruleset import RuleSet
 from controller.http.errors import ApiError
 from shared.metrics import METRICS_BY_ID
 from shared.topology import EXTENSIONS, Topology

@@ -8,7 +8,7 @@ book turns them into documents, events and writes.
 from __future__ import annotations
 
 import logging
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from controller.alerts.rules import Rule
 from controller.alerts.watch import Transition, Watch, number

@@ -13,7 +13,16 @@ from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from controller.alerts.rules import MAX_DURATION_MS, MAX_WINDOW_MS
-from controller.http.models import NAME_PATTERN, STATION_PATTERN, STATION_SCHEMA, Body, BodyModel, CommaList, QueryModel, StationList
+from controller.http.models import (
+    NAME_PATTERN,
+    STATION_PATTERN,
+    STATION_SCHEMA,
+    Body,
+    BodyModel,
+    CommaList,
+    QueryModel,
+    StationList,
+)
 from shared.metrics import METRICS, METRICS_BY_ID, MetricType
 from shared.topology import EXTENSIONS
 

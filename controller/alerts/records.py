@@ -7,7 +7,8 @@ storage, changed in memory and written once: the file keeps TinyDB's layout
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from tinydb import TinyDB
 

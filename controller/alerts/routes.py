@@ -5,18 +5,27 @@ from typing import Any
 
 from aiohttp import web
 
-from controller.app_keys import SERVICES
-
-from controller.http import logs
 from controller.alerts import edits
+from controller.alerts.models import (
+    AcknowledgeBody,
+    AlertDoc,
+    AlertPage,
+    AlertPath,
+    AlertQuery,
+    RuleBody,
+    RuleDoc,
+    RuleList,
+    RulePath,
+    RuleQuery,
+)
 from controller.alerts.service import AlertConflict, AlertFilter, AlertNotFound
-from controller.alerts.models import (AcknowledgeBody, AlertDoc, AlertPage, AlertPath, AlertQuery, RuleBody,
-                                         RuleDoc, RuleList, RulePath, RuleQuery)
-from controller.http.params import body_of, query_of
-from controller.http.errors import ApiError, json_response
-from controller.http.endpoint import Endpoint, Reply, add_endpoint
-from controller.live.routes import scoped_stations
 from controller.alerts.threshold_routes import audit_rule, save_rule, visible_rules
+from controller.app_keys import SERVICES
+from controller.http import logs
+from controller.http.endpoint import Endpoint, Reply, add_endpoint
+from controller.http.errors import ApiError, json_response
+from controller.http.params import body_of, query_of
+from controller.live.routes import scoped_stations
 from controller.security.guard import client_address, principal_of
 from controller.security.principal import Permission
 

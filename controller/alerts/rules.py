@@ -145,7 +145,7 @@ class Rule:
         return doc
 
     @classmethod
-    def from_record(cls, doc: dict[str, Any]) -> "Rule":
+    def from_record(cls, doc: dict[str, Any]) -> Rule:
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in doc.items() if k in known}
         values["direction"] = Direction(values["direction"])
@@ -153,7 +153,7 @@ class Rule:
             values[scope] = tuple(values[scope]) if values.get(scope) is not None else None
         return cls(**values)
 
-    def changed(self, **changes: Any) -> "Rule":
+    def changed(self, **changes: Any) -> Rule:
         return replace(self, **changes)
 
 

@@ -1,19 +1,19 @@
 """GET/POST /api/v1/config/metrics: metric thresholds (the plan's body), one per metric and scope."""
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from aiohttp import web
 
-from controller.app_keys import SERVICES
-
-from controller.http import logs
 from controller.alerts import edits
-from controller.alerts.rules import Rule
 from controller.alerts.models import RuleDoc, RuleQuery, ThresholdBody, ThresholdList
-from controller.http.params import body_of, query_of
-from controller.http.errors import json_response
+from controller.alerts.rules import Rule
+from controller.app_keys import SERVICES
+from controller.http import logs
 from controller.http.endpoint import Endpoint, Reply, add_endpoint
+from controller.http.errors import json_response
+from controller.http.params import body_of, query_of
 from controller.security.guard import client_address, principal_of
 from controller.security.principal import Permission
 

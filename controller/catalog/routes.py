@@ -8,8 +8,8 @@ from aiohttp import web
 
 from controller.app_keys import SERVICES
 from controller.catalog.models import CatalogDocument
-from controller.http.endpoint import Endpoint, Reply, add_endpoint
 from controller.http.cached import serve
+from controller.http.endpoint import Endpoint, Reply, add_endpoint
 from controller.security.principal import Permission
 from shared.knobs import KNOB_CATEGORIES, KNOBS, catalog_json
 from shared.metrics import CATEGORIES, METRICS

@@ -7,8 +7,9 @@ the snapshot's metrics (controller.live.models), the history series (controller.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from functools import cache
-from typing import Any, Callable
+from typing import Any
 
 from pydantic import RootModel
 

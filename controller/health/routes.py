@@ -6,13 +6,13 @@ from typing import Any
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from shared.version import VERSION
 from controller.app_keys import SERVICES
-from controller.health.models import Health
 from controller.clock import iso_ms
+from controller.health.models import Health
+from controller.http.endpoint import Endpoint, Reply, add_endpoint
 from controller.http.errors import json_response
 from controller.live.state import Status
-from controller.http.endpoint import Endpoint, Reply, add_endpoint
+from shared.version import VERSION
 
 HISTORY_BACKLOG = 10_000  # samples waiting for the history writer (~1 min of 24 points): it is failing or slow
 STALE_SNAPSHOT_TICKS = 10  # a snapshot older than this many ticks means the build loop is stuck

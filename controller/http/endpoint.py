@@ -19,8 +19,9 @@ documented from the declaration itself; `errors` adds the statuses only the hand
 """
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Awaitable, Callable, Mapping
+from typing import Any
 
 from aiohttp import web
 from pydantic import BaseModel

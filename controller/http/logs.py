@@ -7,7 +7,8 @@ import logging
 import random
 import re
 import sys
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from controller.clock import iso_ms
 

@@ -7,15 +7,13 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 
-from controller.app_keys import SERVICES
-
+from controller.app_keys import ENDPOINTS, SERVICES
 from controller.http import logs
 from controller.http.errors import CODES, ApiError, error_response
-from controller.app_keys import ENDPOINTS
 from controller.security.guard import PRINCIPAL, RATE_HEADERS
 
 log = logging.getLogger("tpmon.controller.http")

@@ -11,17 +11,18 @@ from __future__ import annotations
 
 import inspect
 import re
-from typing import Any, Iterable
+from collections.abc import Iterable
+from typing import Any
 
 from pydantic import BaseModel
 from pydantic.json_schema import GenerateJsonSchema, models_json_schema
 
-from shared.version import VERSION
-from controller.http.models import ErrorEnvelope
 from controller.http.endpoint import Endpoint, paths_of
+from controller.http.models import ErrorEnvelope
+from controller.live.snapshot import Rendered, render
 from controller.security.principal import ROLES, Permission
 from controller.security.signing import NONCE_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER
-from controller.live.snapshot import Rendered, render
+from shared.version import VERSION
 
 OPENAPI_VERSION = "3.1.0"
 SCHEMAS = "#/components/schemas/"

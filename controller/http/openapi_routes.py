@@ -4,9 +4,9 @@ from __future__ import annotations
 from aiohttp import web
 
 from controller.app_keys import SERVICES
-from controller.http.models import OpenApiDocument
-from controller.http.endpoint import Endpoint, Reply, add_endpoint, endpoints
 from controller.http.cached import serve
+from controller.http.endpoint import Endpoint, Reply, add_endpoint, endpoints
+from controller.http.models import OpenApiDocument
 
 
 def build(app: web.Application) -> None:

@@ -9,15 +9,16 @@ in plain words, never pydantic's raw dump.
 """
 from __future__ import annotations
 
-from typing import Any, Awaitable, Callable, Mapping, TypeVar
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, TypeVar
 
 from aiohttp import web
 from multidict import MultiMapping
 from pydantic import BaseModel, ValidationError
 from pydantic_core import InitErrorDetails, PydanticCustomError
 
-from controller.http.models import NoQuery
 from controller.http.errors import ApiError, read_json_object
+from controller.http.models import NoQuery
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 M = TypeVar("M", bound=BaseModel)

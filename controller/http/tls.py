@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import ssl
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from shared.config import ConfigError
 

@@ -16,10 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from enum import Enum
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from controller.knobs.changes import Attribution
 from controller.knobs.sync import ChangeResult, KnobSync, Staged
@@ -87,7 +88,7 @@ class BatchOutcome:
 
 def new_batch_id(now: float) -> str:
     """`batch_20240115_103045_3fa9c1`: UTC time of the batch and 24 random bits."""
-    return f"batch_{datetime.fromtimestamp(now, timezone.utc):%Y%m%d_%H%M%S}_{secrets.token_hex(3)}"
+    return f"batch_{datetime.fromtimestamp(now, UTC):%Y%m%d_%H%M%S}_{secrets.token_hex(3)}"
 
 
 def lenient_subset(clean: Mapping[str, Any], base: Mapping[str, Any]) -> tuple[dict[str, Any], list[KnobProblem]]:

@@ -1,19 +1,19 @@
 """POST /api/v1/batch/apply-settings: one set of knob changes over many points (signed), and the batch runner templates share."""
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from aiohttp import web
 
 from controller.app_keys import SERVICES
-
 from controller.http import logs
-from controller.knobs.batch_models import BatchOptions, BatchRequest, BatchResult, BatchTargets
+from controller.http.endpoint import Endpoint, Reply, add_endpoint
+from controller.http.errors import ApiError, json_response
 from controller.http.params import body_of
 from controller.knobs.batch import BatchOutcome, BatchRefused, Validation
-from controller.http.errors import ApiError, json_response
+from controller.knobs.batch_models import BatchOptions, BatchRequest, BatchResult, BatchTargets
 from controller.knobs.changes import Attribution
-from controller.http.endpoint import Endpoint, Reply, add_endpoint
 from controller.security.guard import client_address, principal_of
 from controller.security.principal import Permission
 from shared.topology import Point

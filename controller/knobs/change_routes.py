@@ -6,12 +6,12 @@ import asyncio
 from aiohttp import web
 
 from controller.app_keys import SERVICES
-from controller.knobs.models import KnobChangesPage, KnobChangesQuery
+from controller.http.endpoint import Endpoint, Reply, add_endpoint
+from controller.http.errors import json_response
 from controller.http.models import PointPath
 from controller.http.params import query_of
-from controller.http.errors import json_response
 from controller.knobs.changes import KEY_METRICS, epoch_of
-from controller.http.endpoint import Endpoint, Reply, add_endpoint
+from controller.knobs.models import KnobChangesPage, KnobChangesQuery
 from controller.knobs.routes import KNOBS_PATH, point_of
 from controller.security.principal import Permission
 

@@ -30,12 +30,13 @@ import math
 import os
 import sqlite3
 import threading
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable, Iterable, Iterator, Protocol, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from controller.clock import Clock, iso_ms
 from controller.knobs.desired import DEFAULT_VERSION
@@ -119,7 +120,7 @@ class Change:
     after_filled: bool = False
 
     @classmethod
-    def from_doc(cls, doc: dict[str, Any]) -> "Change":
+    def from_doc(cls, doc: dict[str, Any]) -> Change:
         """A record of the legacy knob_history.json."""
         who = Attribution(str(doc.get("changed_by", "")), str(doc.get("source", "api")), doc.get("reason"),
                           doc.get("batch_id"), doc.get("template_id"))
@@ -524,5 +525,5 @@ def _mean_value(key: str, value: Any) -> float | None:
 def epoch_of(moment: datetime) -> float:
     """A query's datetime as epoch seconds; one without a zone is taken as UTC."""
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()

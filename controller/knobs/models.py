@@ -9,7 +9,7 @@ it. Batch and template models are in knobs/batch_models.py and knobs/template_mo
 from __future__ import annotations
 
 import re
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import AfterValidator, Field, PlainValidator, ValidationError, WithJsonSchema, field_validator
@@ -139,7 +139,7 @@ def iso_time(value: Any) -> datetime:
         raise problem
     text = re.sub(r"(T\d\d:\d\d):60", r"\1:59", text)  # a leap second: the second before it
     if text.startswith("0000-"):  # RFC 3339 allows year 0; Python's first year is 1
-        return datetime.min.replace(tzinfo=timezone.utc)
+        return datetime.min.replace(tzinfo=UTC)
     try:
         return datetime.fromisoformat(text)
     except ValueError:  # 2024-02-30 and the like

@@ -6,13 +6,13 @@ from typing import Any
 from aiohttp import web
 
 from controller.app_keys import SERVICES
-from controller.knobs.models import KnobChange, KnobChangeQuery, KnobChangeResult, KnobState
+from controller.http.endpoint import Endpoint, Reply, add_endpoint
+from controller.http.errors import ApiError, json_response
 from controller.http.models import PointPath
 from controller.http.params import body_of, query_of
-from controller.http.errors import ApiError, json_response
-from controller.knobs.sync import InvalidKnobs
-from controller.http.endpoint import Endpoint, Reply, add_endpoint
 from controller.knobs.changes import Attribution
+from controller.knobs.models import KnobChange, KnobChangeQuery, KnobChangeResult, KnobState
+from controller.knobs.sync import InvalidKnobs
 from controller.security.guard import client_address, principal_of
 from controller.security.principal import Permission
 from shared.topology import Point

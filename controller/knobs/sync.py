@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, AsyncIterator, Awaitable, Callable, Iterable, Mapping
+from typing import Any
 
 from controller.clock import Clock, iso_ms
 from controller.events import EventBus
@@ -231,7 +232,7 @@ class KnobSync:
                 return ChangeResult(desired, False, reason=self._offline_reason(point))
             try:
                 ack = await asyncio.wait_for(waiter, self.ack_timeout)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return ChangeResult(desired, False, reason=self._timeout_reason(point))
         finally:
             self._forget_waiter(point, waiter)

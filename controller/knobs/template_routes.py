@@ -4,18 +4,24 @@ from __future__ import annotations
 from aiohttp import web
 
 from controller.app_keys import SERVICES
-
 from controller.http import logs
-from controller.knobs.template_models import (ApplyTemplateRequest, ApplyTemplateResult, Deleted, TemplateDocument,
-                                              TemplateList, TemplatePath, TemplateRequest)
+from controller.http.endpoint import Endpoint, Reply, add_endpoint
+from controller.http.errors import ApiError, json_response
 from controller.http.params import body_of
 from controller.knobs.batch import TargetStatus
-from controller.http.errors import ApiError, json_response
-from controller.http.endpoint import Endpoint, Reply, add_endpoint
 from controller.knobs.batch_routes import batch_json, run_batch, target_points
+from controller.knobs.template_models import (
+    ApplyTemplateRequest,
+    ApplyTemplateResult,
+    Deleted,
+    TemplateDocument,
+    TemplateList,
+    TemplatePath,
+    TemplateRequest,
+)
+from controller.knobs.templates import Template, TemplateConflict, TemplateNotFound
 from controller.security.guard import client_address, principal_of
 from controller.security.principal import Permission
-from controller.knobs.templates import Template, TemplateConflict, TemplateNotFound
 
 TEMPLATES = "/config/templates"
 ONE = "/config/templates/{templateId}"

@@ -11,14 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import secrets
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from tinydb import Query, TinyDB
 
-from controller.knobs.builtin_templates import BUILTIN_AUTHOR, BUILTINS
 from controller.clock import iso_ms
 from controller.documents import DocumentFile
+from controller.knobs.builtin_templates import BUILTIN_AUTHOR, BUILTINS
 from shared.knobs import KnobProblem, consistency_problems, defaults
 
 USER = "templates"   # TinyDB table of user templates
@@ -53,7 +54,7 @@ class Template:
                 "usage_count": self.usage_count, "updated_by": self.updated_by, "updated_at": self.updated_at}
 
     @classmethod
-    def from_doc(cls, doc: Mapping[str, Any]) -> "Template":
+    def from_doc(cls, doc: Mapping[str, Any]) -> Template:
         return cls(str(doc["id"]), str(doc["name"]), str(doc.get("description", "")),
                    str(doc.get("category", "general")), dict(doc["config"]), str(doc.get("created_by", "")),
                    doc.get("created_at"), int(doc.get("usage_count", 0)), False, doc.get("updated_by"),

@@ -12,9 +12,10 @@ from __future__ import annotations
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import zmq
 from zmq.auth.asyncio import AsyncioAuthenticator

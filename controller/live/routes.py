@@ -4,14 +4,14 @@ from __future__ import annotations
 from aiohttp import web
 
 from controller.app_keys import SERVICES
-from controller.live.models import Snapshot, SnapshotQuery
-from controller.http.params import query_of
-from controller.http.errors import ApiError
-from controller.http.endpoint import Endpoint, Reply, add_endpoint
 from controller.http.cached import serve
+from controller.http.endpoint import Endpoint, Reply, add_endpoint
+from controller.http.errors import ApiError
+from controller.http.params import query_of
+from controller.live.models import Snapshot, SnapshotQuery
+from controller.live.snapshot import UnknownFields, UnknownStations
 from controller.security.guard import principal_of
 from controller.security.principal import Permission, Principal
-from controller.live.snapshot import UnknownFields, UnknownStations
 
 
 def scoped_stations(principal: Principal, requested: tuple[str, ...], known: tuple[str, ...]) -> tuple[str, ...]:

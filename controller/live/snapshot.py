@@ -11,8 +11,9 @@ import hashlib
 import json
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from controller.clock import Clock, iso_ms
 from controller.live.state import LiveState, Status

@@ -7,8 +7,8 @@ from enum import Enum
 from typing import Any
 
 from controller.clock import Clock, iso_ms
-from shared.metrics import METRICS, Metric, MetricType, nest
 from controller.sample import Sample
+from shared.metrics import METRICS, Metric, MetricType, nest
 from shared.topology import Point, Topology
 
 

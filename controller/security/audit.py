@@ -17,9 +17,10 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Callable, Iterable
+from typing import IO, Any
 
 from controller.clock import iso_ms
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from controller.http import logs
-from controller.http.errors import ApiError
 from controller.http.endpoint import Endpoint
+from controller.http.errors import ApiError
 from controller.security.audit import AuditLog
 from controller.security.principal import ANONYMOUS_ADMIN, Principal
 from controller.security.ratelimit import RateLimiter

@@ -1,7 +1,7 @@
 """Security headers on every response and CORS for a configured whitelist of exact origins."""
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 from urllib.parse import urlsplit
 
 from aiohttp import web

@@ -1,9 +1,9 @@
 """Roles, permissions and the authenticated caller (`Principal`) with its station scope."""
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Iterable
 
 
 class Permission(str, Enum):
@@ -59,7 +59,7 @@ class Principal:
 
     @classmethod
     def from_claims(cls, sub: str, role: str, claimed: Iterable[str] | None, stations: Iterable[str] | None,
-                    exp: float) -> "Principal":
+                    exp: float) -> Principal:
         allowed = permissions_of(role)
         if claimed is not None:
             allowed = allowed & {p for p in Permission if p.value in set(claimed)}

@@ -19,7 +19,8 @@ from __future__ import annotations
 import heapq
 import math
 import time
-from typing import Callable, NamedTuple
+from collections.abc import Callable
+from typing import NamedTuple
 
 WINDOW_S = 60.0
 _EPS = 1e-6  # float slack: 1000 steps of 0.06 s must add up to exactly one full window, not a hair over

@@ -28,7 +28,7 @@ import hmac
 import re
 import secrets
 import time
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 TIMESTAMP_HEADER = "X-Tpmon-Timestamp"
 NONCE_HEADER = "X-Tpmon-Nonce"

@@ -8,9 +8,9 @@ endpoint's budget per request cannot carry, while a dictionary lookup can.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable
 
 import jwt
 
@@ -33,7 +33,7 @@ class TokenKeys:
 
     @classmethod
     def from_files(cls, algorithm: str, secret: bytes | None = None, public_key_file: Path | None = None,
-                   private_key_file: Path | None = None) -> "TokenKeys":
+                   private_key_file: Path | None = None) -> TokenKeys:
         if algorithm.startswith("HS"):
             if secret is None:
                 raise ValueError(f"{algorithm} needs a shared secret")

@@ -8,7 +8,7 @@ is written to the audit log with its reason and answered with it.
 """
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from controller.security.audit import AuditLog
 from controller.security.guard import Guard

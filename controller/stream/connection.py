@@ -166,7 +166,7 @@ async def _close_ws(ws: web.WebSocketResponse, transport: asyncio.Transport, cod
     """aiohttp's close handshake; a client that does not answer within `timeout` (it stopped reading) is cut off."""
     try:
         await asyncio.wait_for(ws.close(code=code, message=reason.encode()[:frames.MAX_REASON_BYTES]), timeout)
-    except (asyncio.TimeoutError, ConnectionError, RuntimeError) as exc:
+    except (TimeoutError, ConnectionError, RuntimeError) as exc:
         log.debug("closing a stream connection: %r", exc)
     else:
         if ws.close_code is not None and not transport.get_write_buffer_size():

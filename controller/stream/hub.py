@@ -18,9 +18,9 @@ from typing import Any
 
 from controller.clock import Clock, iso_ms
 from controller.events import EventBus
+from controller.live.snapshot import SnapshotCache
 from controller.security.principal import Principal
 from controller.security.tokens import LEEWAY_S
-from controller.live.snapshot import SnapshotCache
 from controller.stream.client import StreamClient, StreamLimits, Subscribed, TooSlow
 from controller.stream.connection import Connection
 from controller.stream.frames import SegmentCache
@@ -48,7 +48,7 @@ class Shape:
     newcomers: list[tuple[int, str]] = field(default_factory=list)  # joined since the last update: owed one now
 
     @classmethod
-    def of(cls, sub: Subscription, now: float) -> "Shape":
+    def of(cls, sub: Subscription, now: float) -> Shape:
         metrics = None
         if sub.metrics is not None:
             by_category: dict[str, set[str]] = {}

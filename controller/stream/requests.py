@@ -10,7 +10,8 @@ connection stays open. Each request spends one request of the client's rate budg
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from controller.security.guard import Guard
 from controller.stream.admission import spend_message

@@ -13,13 +13,12 @@ from aiohttp import WSMsgType, web
 from pydantic import Field
 
 from controller.app_keys import SERVICES
-
+from controller.events import EVENTS
 from controller.http import logs
+from controller.http.endpoint import Endpoint, Reply, add_endpoint
+from controller.http.errors import ApiError, json_response
 from controller.http.models import Body, QueryModel
 from controller.http.params import query_of
-from controller.http.errors import ApiError, json_response
-from controller.events import EVENTS
-from controller.http.endpoint import Endpoint, Reply, add_endpoint
 from controller.security.guard import client_address
 from controller.security.principal import Permission, Principal
 from controller.stream.admission import StreamRefused, admit, bearer_token, origin_allowed

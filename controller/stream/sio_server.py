@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Awaitable, Callable
+from collections.abc import Awaitable, Callable
+from typing import Any
 from urllib.parse import parse_qs
 
 import socketio
@@ -41,7 +42,7 @@ MAX_MESSAGE_BYTES = 64 * 1024
 class TrackedWebSocket(eio_aiohttp.WebSocket):
     """Engine.IO's aiohttp WebSocket, known by session id and writing whole uncompressed frames."""
 
-    registry: dict[str, "TrackedWebSocket"] = {}  # replaced per server by `tracked_driver`
+    registry: dict[str, TrackedWebSocket] = {}  # replaced per server by `tracked_driver`
     transport: asyncio.Transport | None = None
 
     async def __call__(self, environ: dict[str, Any]) -> web.WebSocketResponse:

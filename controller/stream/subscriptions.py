@@ -7,8 +7,9 @@ Everything wrong is reported at once as `{"field", "problem"}` pairs; nothing is
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Any
 
 from controller.events import EVENTS, PLAN_EVENTS
 from controller.security.principal import Principal

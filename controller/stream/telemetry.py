@@ -1,7 +1,7 @@
 """The stream's Prometheus figures, read from the hub at scrape time (nothing counted twice on the hot path)."""
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
