@@ -11,8 +11,8 @@ import sys
 import time
 from pathlib import Path
 
-from controller.sample import Sample
 from controller.history.store import HistoryStore
+from controller.sample import Sample
 from shared.topology import Topology
 from tests.history_feed import Samples
 

@@ -3,9 +3,10 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from datetime import datetime, timedelta, timezone
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 
@@ -65,7 +66,7 @@ def test_a_controller_killed_mid_ingest_keeps_its_history_and_goes_on(system):
 
 
 def _newer_than(base: str, epoch: float) -> dict | None:
-    start = datetime.fromtimestamp(epoch, tz=timezone.utc).isoformat().replace("+00:00", "Z")
+    start = datetime.fromtimestamp(epoch, tz=UTC).isoformat().replace("+00:00", "Z")
     doc = _history(base, f"from={start}&resolution=raw&fields=latency.jitter")
     return doc if doc["count"] else None
 

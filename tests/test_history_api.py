@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -10,9 +10,9 @@ from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client import CollectorRegistry
 
-from controller.sample import Sample
-from controller.app_keys import SERVICES
 from controller.app import create_app
+from controller.app_keys import SERVICES
+from controller.sample import Sample
 from controller.settings import ControllerSettings
 from shared.metrics import METRICS
 from shared.topology import Point
@@ -49,7 +49,7 @@ async def get(client: TestClient, query: str, **kw) -> tuple[int, dict]:
 
 
 def iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(seconds, tz=UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 async def test_raw_points_carry_the_values_sent(loaded):

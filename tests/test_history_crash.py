@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from controller.sample import Sample
 from controller.history import view
+from controller.sample import Sample
 from shared.metrics import METRICS
 from shared.topology import Topology
 from tests.history_feed import Clocks, Samples, expected_rollups

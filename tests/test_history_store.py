@@ -7,13 +7,13 @@ import sqlite3
 import numpy as np
 import pytest
 
-from controller.sample import Sample
 from controller.history import view
 from controller.history.tiers import TIER_BY_NAME
 from controller.live.state import json_value
+from controller.sample import Sample
 from shared.metrics import METRICS
 from shared.topology import Point
-from tests.history_feed import Clocks, Samples, T0, expected_rollups
+from tests.history_feed import T0, Clocks, Samples, expected_rollups
 
 P = Point("Station-1", "3333")
 ALL = tuple(m.key for m in METRICS)

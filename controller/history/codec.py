@@ -51,7 +51,7 @@ class Block:
     nulls: np.ndarray   # bool[n, k]
 
     @classmethod
-    def of(cls, ts: np.ndarray, values: np.ndarray) -> "Block":
+    def of(cls, ts: np.ndarray, values: np.ndarray) -> Block:
         """A block whose nulls are its NaNs (the store's convention: it never keeps a NaN as a value)."""
         values = np.asarray(values, dtype=np.float64)
         return cls(np.asarray(ts, dtype=np.int64), values, np.isnan(values))

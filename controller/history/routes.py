@@ -4,19 +4,19 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 
 from aiohttp import web
 
 from controller.app_keys import SERVICES
-from controller.history.models import History, HistoryQuery
-from controller.http.params import query_of
-from controller.http.errors import ApiError, json_response
+from controller.clock import iso_ms
 from controller.history import view
+from controller.history.models import History, HistoryQuery
 from controller.history.reader import After
 from controller.history.tiers import TIER_BY_NAME
-from controller.clock import iso_ms
 from controller.http.endpoint import Endpoint, Reply, add_endpoint
+from controller.http.errors import ApiError, json_response
+from controller.http.params import query_of
 from controller.security.guard import principal_of
 from controller.security.principal import Permission
 from shared.topology import Point
@@ -48,7 +48,7 @@ def _bad(field: str, problem: str) -> ApiError:
 
 def _epoch_ms(moment: datetime) -> int:
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
+        moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1000)
 
 

@@ -9,7 +9,8 @@ in one call; only rows with a value of the wrong type go through the per-value p
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 

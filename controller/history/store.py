@@ -13,10 +13,11 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 import numpy as np
 
@@ -26,8 +27,8 @@ from controller.history.reader import After, Reader, Rows
 from controller.history.rollup import last_values
 from controller.history.samples import to_block
 from controller.history.tiers import TIER_BY_NAME, TIERS, PointTiers
-from shared.metrics import METRICS_BY_KEY
 from controller.sample import Sample
+from shared.metrics import METRICS_BY_KEY
 from shared.topology import Point
 
 log = logging.getLogger("tpmon.controller.history")
@@ -72,7 +73,7 @@ class HistoryStore:
         self._next_expiry = 0.0
 
     @classmethod
-    def from_settings(cls, settings: Any, clock: Any) -> "HistoryStore":
+    def from_settings(cls, settings: Any, clock: Any) -> HistoryStore:
         """From ControllerSettings (history_path, history_retention_*_days, history_flush_ms) and a Clock."""
         days = {name: getattr(settings, f"history_retention_{name}_days") for name in TIER_BY_NAME}
         return cls(settings.history_path, days, settings.history_flush_ms, clock=clock.wall, monotonic=clock.monotonic)

@@ -159,7 +159,7 @@ class PointTiers:
         self.newest_ms: int | None = None             # newest sample time seen
         self.newest_at: float = 0.0                   # monotonic seconds when it was seen
 
-    def snapshot(self) -> "PointTiers":
+    def snapshot(self) -> PointTiers:
         """A copy to go back to if a flush fails (row arrays are never changed in place, so they are shared)."""
         twin = copy.copy(self)
         twin.open = [copy.copy(rows) for rows in self.open]
