@@ -104,6 +104,7 @@ def test_atomic_storage_leaves_no_temp_files_and_cleans_old_ones(tmp_path):
 _WRITER = textwrap.dedent("""
     import asyncio, sys
     from controller.clock import SystemClock
+    from controller.documents import DocumentFile
     from controller.knobs.desired import DesiredKnobStore
     from shared.knobs import defaults
     from shared.topology import Point, Topology
