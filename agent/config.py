@@ -2,58 +2,97 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from agent.sim.conditions import SimConditions
 from shared.config import ConfigError, apply_env, load_toml, section
 from shared.topology import EXTENSIONS, station_number
 
-AGENT_DEFAULTS: dict[str, Any] = {
-    "station": "Station-1",
-    "controller": "tcp://127.0.0.1:3091",
-    "exporter_host": "127.0.0.1",
-    "exporter_port": 9400,          # 0 disables the exporter
-    "data_dir": "./data/agent",
-    "sample_interval_ms": 150,
-    "heartbeat_ms": 1000,
-    "source": "sim",
-    "seed": 1,
-    "pesq_interval_s": 10.0,
-    "warmup_s": 3.0,                # simulated audio run ahead at start: buffers fill, the first PESQ exists
-    "external_command": "",        # run after the external-knob file is written (agent/appliers.py)
-    "log_level": "info",
-    "curve_secret_key_file": "",      # this agent's CURVE keypair (Station-N.key_secret from `tpmon keys`)
-    "controller_public_key_file": "",  # the controller's public key (controller.key)
-    "insecure": False,                 # plaintext link without keys (tests, local experiments): logs a warning
-}
 SOURCES = ("sim",)
+Check = Callable[[str, Any], Any]  # (key, value from the file or env) -> the checked value, or ConfigError
+
+
+def _setting(default: Any, check: Check) -> Any:
+    """One `[agent]` key: its default, and the check its value must pass (kept in the field's metadata)."""
+    return field(default=default, metadata={"check": check})
+
+
+def _text(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"[agent] {key} must be a non-empty string, got {value!r}")
+    return value
+
+
+def _path(key: str, value: Any) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"[agent] {key} must be a path string, got {value!r}")
+    return value
+
+
+def _directory(key: str, value: Any) -> Path:
+    return Path(_text(key, value))
+
+
+def _bool(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"[agent] {key} must be true or false, got {value!r}")
+    return value
+
+
+def _int(lo: int, hi: int) -> Check:
+    def check(key: str, value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise ConfigError(f"[agent] {key} must be an integer in {lo}..{hi}, got {value!r}")
+        return value
+    return check
+
+
+def _num(lo: float, hi: float) -> Check:
+    def check(key: str, value: Any) -> float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not lo <= value <= hi:
+            raise ConfigError(f"[agent] {key} must be a number in {lo}..{hi}, got {value!r}")
+        return float(value)
+    return check
+
+
+def _command(key: str, value: Any) -> str | list[str]:
+    if not isinstance(value, (str, list)):
+        raise ConfigError(f"[agent] {key} must be a string or an array of strings")
+    return value
 
 
 @dataclass(frozen=True)
 class AgentConfig:
-    station: str
-    controller: str
-    exporter_host: str
-    exporter_port: int
-    data_dir: Path
-    sample_interval_ms: int
-    heartbeat_ms: int
-    source: str
-    seed: int
-    pesq_interval_s: float
-    warmup_s: float
-    external_command: str | list[str]
-    log_level: str
-    curve_secret_key_file: str = ""
-    controller_public_key_file: str = ""
-    insecure: bool = False
-    sim: dict[str, SimConditions] = field(default_factory=dict)
+    """Every `[agent]` key, declared once: its default and its check (every key is in agent.example.toml)."""
+    station: str = _setting("Station-1", _text)
+    controller: str = _setting("tcp://127.0.0.1:3091", _text)
+    exporter_host: str = _setting("127.0.0.1", _text)
+    exporter_port: int = _setting(9400, _int(0, 65535))            # 0 disables the exporter
+    data_dir: Path = _setting("./data/agent", _directory)
+    sample_interval_ms: int = _setting(150, _int(20, 60000))
+    heartbeat_ms: int = _setting(1000, _int(100, 60000))
+    source: str = _setting("sim", _text)
+    seed: int = _setting(1, _int(0, 2 ** 63 - 1))
+    pesq_interval_s: float = _setting(10.0, _num(1.0, 3600.0))
+    warmup_s: float = _setting(3.0, _num(0.0, 30.0))  # simulated audio run ahead at start: buffers fill, a PESQ exists
+    external_command: str | list[str] = _setting("", _command)  # run after the external-knob file is written
+    log_level: str = _setting("info", _text)
+    curve_secret_key_file: str = _setting("", _path)        # this agent's CURVE keypair (`tpmon keys`)
+    controller_public_key_file: str = _setting("", _path)   # the controller's public key (controller.key)
+    insecure: bool = _setting(False, _bool)  # plaintext link without keys (tests, local experiments): logs a warning
+    sim: dict[str, SimConditions] = field(default_factory=dict)  # [sim.<extension>] tables
 
     @property
     def extensions(self) -> list[str]:
         return list(self.sim)
+
+
+_KEYS = tuple(f for f in fields(AgentConfig) if "check" in f.metadata)
+AGENT_DEFAULTS: Mapping[str, Any] = MappingProxyType({f.name: f.default for f in _KEYS})
 
 
 def load(path: str | Path | None, env: dict[str, str] | None = None) -> AgentConfig:
@@ -72,53 +111,10 @@ def load(path: str | Path | None, env: dict[str, str] | None = None) -> AgentCon
     bad = sorted(set(sims) - set(EXTENSIONS))
     if bad:
         raise ConfigError(f"[sim.{bad[0]}]: unknown extension (known: {', '.join(EXTENSIONS)})")
-    cfg = AgentConfig(
-        station=_str(a, "station"), controller=_str(a, "controller"), exporter_host=_str(a, "exporter_host"),
-        exporter_port=_int(a, "exporter_port", 0, 65535), data_dir=Path(_str(a, "data_dir")),
-        sample_interval_ms=_int(a, "sample_interval_ms", 20, 60000), heartbeat_ms=_int(a, "heartbeat_ms", 100, 60000),
-        source=_str(a, "source"), seed=_int(a, "seed", 0, 2 ** 63 - 1),
-        pesq_interval_s=_num(a, "pesq_interval_s", 1.0, 3600.0), warmup_s=_num(a, "warmup_s", 0.0, 30.0),
-        external_command=a["external_command"], log_level=_str(a, "log_level"),
-        curve_secret_key_file=_path(a, "curve_secret_key_file"),
-        controller_public_key_file=_path(a, "controller_public_key_file"), insecure=_bool(a, "insecure"),
-        sim={ext: SimConditions.from_table(sims.get(ext, {}), f"sim.{ext}") for ext in EXTENSIONS},
-    )
+    cfg = AgentConfig(**{f.name: f.metadata["check"](f.name, a[f.name]) for f in _KEYS},
+                      sim={ext: SimConditions.from_table(sims.get(ext, {}), f"sim.{ext}") for ext in EXTENSIONS})
     if station_number(cfg.station) is None:
         raise ConfigError(f"[agent] station must look like Station-N, got {cfg.station!r}")
     if cfg.source not in SOURCES:
         raise ConfigError(f"[agent] source {cfg.source!r} is not one of {', '.join(SOURCES)}")
-    if not isinstance(cfg.external_command, (str, list)):
-        raise ConfigError("[agent] external_command must be a string or an array of strings")
     return cfg
-
-
-def _str(t: dict[str, Any], key: str) -> str:
-    if not isinstance(t[key], str) or not t[key]:
-        raise ConfigError(f"[agent] {key} must be a non-empty string, got {t[key]!r}")
-    return t[key]
-
-
-def _path(t: dict[str, Any], key: str) -> str:
-    if not isinstance(t[key], str):
-        raise ConfigError(f"[agent] {key} must be a path string, got {t[key]!r}")
-    return t[key]
-
-
-def _bool(t: dict[str, Any], key: str) -> bool:
-    if not isinstance(t[key], bool):
-        raise ConfigError(f"[agent] {key} must be true or false, got {t[key]!r}")
-    return t[key]
-
-
-def _int(t: dict[str, Any], key: str, lo: int, hi: int) -> int:
-    v = t[key]
-    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
-        raise ConfigError(f"[agent] {key} must be an integer in {lo}..{hi}, got {v!r}")
-    return v
-
-
-def _num(t: dict[str, Any], key: str, lo: float, hi: float) -> float:
-    v = t[key]
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not lo <= v <= hi:
-        raise ConfigError(f"[agent] {key} must be a number in {lo}..{hi}, got {v!r}")
-    return float(v)
