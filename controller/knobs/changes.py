@@ -11,8 +11,8 @@ The records live in SQLite (`knob_changes.sqlite`, WAL), which grows without rew
 change is one small transaction, a page is an indexed query, and memory holds only the
 next sequence number and the count. One writer thread owns the writing connection; reads
 use a read-only connection (WAL: they never wait for the writer): `knob_set_at` on a worker
-thread, `page` and `changes_of` on the caller's (their callers are synchronous; a page is
-bounded by its limit, and they are safe to run in a thread). synchronous=FULL: the
+thread, `page` and `changes_of` on the caller's (a page is bounded by its limit; the HTTP
+route runs it in a worker thread). synchronous=FULL: the
 commit is fsynced before `record` returns, so an acknowledged change survives a kill -9
 and a power cut, and its record is on disk before the desired set (fsynced after it) is.
 
