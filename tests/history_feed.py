@@ -1,6 +1,13 @@
-"""Synthetic samples for history tests: all 68 metrics as agents send them, and aggregates computed plainly."""
+"""Synthetic samples for history tests: all 68 metrics as agents send them, and aggregates computed plainly.
+
+Each sample also has the knob version it ran under (stepping every `knob_every` samples, so
+versions change inside minutes) and conditions like the agent's (a path delay and loss that
+drift every sample, steady keys, a string, a flag that flips with the version, a key present
+in some samples only), all derived from the index: the metric values are the same as ever.
+"""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -8,7 +15,9 @@ from typing import Any
 import numpy as np
 
 from controller.history.store import HistoryStore
+from controller.sample import Sample
 from shared.metrics import METRICS, MetricKind, MetricType
+from shared.topology import Point
 
 T0 = 1_700_000_000.0 - 1_700_000_000.0 % 3600 + 7 * 60 + 13.5   # mid-hour, mid-minute: buckets open at the start
 
@@ -31,6 +40,8 @@ class Samples:
     every: float = 1.5
     start: float = T0
     seed: int = 1
+    knob_every: int = 173
+    first_version: int = 3
     times: np.ndarray = field(init=False)
     values: np.ndarray = field(init=False)
 
@@ -55,6 +66,27 @@ class Samples:
             cols.append(col)
         self.values = np.column_stack(cols)
 
+    def knob_version(self, i: int) -> int:
+        return self.first_version + i // self.knob_every
+
+    def knob_versions(self, n: int | None = None) -> np.ndarray:
+        return self.first_version + np.arange(self.n if n is None else n) // self.knob_every
+
+    def conditions(self, i: int) -> dict[str, Any]:
+        version = self.knob_version(i)
+        doc: dict[str, Any] = {
+            "delay_ms": round(40 + 5 * math.sin(i / 50), 3), "jitter_ms": 8.0,
+            "loss_rate": round(0.01 + 0.002 * math.sin(i / 80), 5), "burst_length": 2,
+            "talk": "speaking" if (i // 37) % 2 else "silent", "fec_enabled": version % 2 == 1,
+            "congestion_control": "bbr"}
+        if i % 11 == 0:
+            doc["reorder_rate"] = 0.001
+        return doc
+
+    def sample(self, point: Point, i: int) -> Sample:
+        """Sample i as the controller receives it: values, knob version and conditions."""
+        return Sample(point, i, float(self.times[i]), self.row(i), self.knob_version(i), self.conditions(i))
+
     def row(self, i: int) -> list[Any]:
         out: list[Any] = []
         for m, v in zip(METRICS, self.values[i].tolist()):
@@ -67,6 +99,14 @@ class Samples:
             else:
                 out.append(v)
         return out
+
+
+def expected_versions(ts_ms: np.ndarray, versions: np.ndarray, bucket_ms: int) -> dict[int, list[int]]:
+    """Per bucket start, the distinct knob versions of its samples, ascending, found one sample at a time."""
+    out: dict[int, set[int]] = {}
+    for t, v in zip(ts_ms.tolist(), versions.tolist()):
+        out.setdefault(t - t % bucket_ms, set()).add(int(v))
+    return {start: sorted(found) for start, found in out.items()}
 
 
 def expected_rollups(ts_ms: np.ndarray, values: np.ndarray, bucket_ms: int) -> dict[int, dict[str, Any]]:

@@ -1,9 +1,16 @@
 """A process that writes samples through a HistoryStore as fast as it can, for kill -9 tests.
 
 `python -m tests.history_writer <file> <first_round> <flush_ms>`: 24 points, one sample each
-per round, round r measured at T0 + 0.15 r (tests.history_feed.Samples, every 0.15 s), the
-store's clocks following the samples. After each round it prints `<round> <wall time>`
-(line-buffered), so the test knows what had been appended by when.
+per round, round r measured at T0 + 0.15 r (tests.history_feed.Samples, every 0.15 s) with
+round r's knob version and conditions, the store's clocks following the samples. After each
+round it prints `<round> <wall time>` (line-buffered), so the test knows what had been
+appended by when.
+
+As fast as the store's writer keeps up, that is: when more than MAX_QUEUED samples wait for it,
+the rounds pause until it has taken them. The test is of what a kill -9 loses of what the writer
+was keeping up with; at ~1500 rounds a second (~230 times the real rate of 24 points every
+150 ms) a busy 2-core machine can leave the writer seconds behind, and the test would then
+measure that backlog rather than the flush interval. (Throughput is bench/bench_history.py's.)
 """
 from __future__ import annotations
 
@@ -18,6 +25,7 @@ from tests.history_feed import Samples
 
 ROUNDS = 12_000   # 30 minutes of samples: more than a test lets it write before the kill
 POINTS = Topology(12).points
+MAX_QUEUED = 200 * len(POINTS)   # 200 rounds: a flush of at most a few tenths of a second
 
 
 def main(path: str, first: int, flush_ms: int) -> None:
@@ -30,10 +38,13 @@ def main(path: str, first: int, flush_ms: int) -> None:
     print("open", flush=True)
     for r in range(first, ROUNDS):
         now["t"] = float(samples.times[r])
+        version, conditions = samples.knob_version(r), samples.conditions(r)
         for point in POINTS:
-            store.append(Sample(point, 0, now["t"], rows[r], 0))
+            store.append(Sample(point, r, now["t"], rows[r], version, conditions))
         print(r, time.time(), flush=True)
         time.sleep(0.0005)  # about 1500 rounds a second: minutes close every fraction of a second
+        while store.queued > MAX_QUEUED:
+            time.sleep(0.001)
     store.close()
 
 

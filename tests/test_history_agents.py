@@ -40,6 +40,7 @@ def test_history_holds_what_the_agent_sent_and_rolls_up_its_minutes(system):
     for measured_at, metrics in seen.items():
         assert by_time[measured_at] == metrics, measured_at   # field for field, value for value
     _values_are_at_their_resolution(raw)
+    _context_is_the_agents(base, raw)
     _pages_match_one_request(base)
     _refusals(base, tmp_path)
     # The agent started within some minute: once it has closed (2 s grace, 250 ms flush) it is rolled up.
@@ -109,6 +110,18 @@ def _values_are_at_their_resolution(points: list[dict]) -> None:
                 assert round(value, m.decimals) == value, (m.key, value)
 
 
+def _context_is_the_agents(base: str, points: list[dict]) -> None:
+    """Each raw point carries the knob version the agent had applied (the one the controller knows it
+    applied, once it has acknowledged) and the conditions it reported: its path, room and key knobs."""
+    versions = [p["knobVersion"] for p in points]
+    assert all(type(v) is int for v in versions) and versions == sorted(versions), versions
+    status, knobs = get_json(f"{base}/api/v1/config/knobs/Station-1/3333")
+    assert status == 200 and knobs["appliedVersion"] is not None and versions[-1] <= knobs["appliedVersion"], knobs
+    for p in points:
+        assert {"delay_ms", "jitter_ms", "loss_rate", "algorithmic_delay_ms", "fec_enabled"} <= set(p["conditions"])
+        assert type(p["conditions"]["fec_enabled"]) is bool and type(p["conditions"]["delay_ms"]) is float
+
+
 def _pages_match_one_request(base: str) -> None:
     whole = _history(base, "timeRange=1h&resolution=raw&limit=1000&fields=latency")
     to = whole["to"]
@@ -142,6 +155,7 @@ def _rollup_matches_raw(base: str, rollup: dict) -> None:
     end = (datetime.fromisoformat(start.replace("Z", "+00:00")) + timedelta(minutes=1)).isoformat()
     raw = _history(base, f"from={start}&to={end.replace('+00:00', 'Z')}&resolution=raw&limit=1000")["points"]
     assert rollup["samples"] == len(raw) > 0
+    assert rollup["knobVersions"] == sorted({p["knobVersion"] for p in raw})
     for m in METRICS:
         values = [p["metrics"][m.category][m.name] for p in raw]
         shown = rollup["metrics"][m.category][m.name]

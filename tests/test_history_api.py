@@ -1,10 +1,12 @@
 """GET /api/v1/snapshots/history in-process: shapes, default resolutions, paging with a cursor, 400/403/404."""
 from __future__ import annotations
 
+import json
 import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
@@ -12,12 +14,13 @@ from prometheus_client import CollectorRegistry
 
 from controller.app import create_app
 from controller.app_keys import SERVICES
+from controller.history.models import History
 from controller.sample import Sample
 from controller.settings import ControllerSettings
 from shared.metrics import METRICS
 from shared.topology import Point
 from tests.auth import bearer
-from tests.history_feed import Samples
+from tests.history_feed import Samples, expected_versions
 
 URL = "/api/v1/snapshots/history"
 POINT = "station=Station-1&extension=3333"
@@ -31,14 +34,15 @@ def make_app(tmp_path: Path) -> web.Application:
 
 @pytest.fixture
 async def loaded(tmp_path):
-    """An app whose store holds 20 minutes of Station-1/3333 ending 2 minutes ago (1.5 s apart)."""
+    """An app whose store holds 20 minutes of Station-1/3333 ending 2 minutes ago (1.5 s apart), each sample
+    with its knob version (a new one every 173 samples) and conditions."""
     app = make_app(tmp_path)
     async with TestClient(TestServer(app), headers=bearer(tmp_path)) as client:
         # Half a second past a whole minute: no sample sits on a minute boundary, so each minute holds 40.
         samples = Samples(800, every=1.5, start=time.time() // 60 * 60 - 1320 + 0.5)
         store = app[SERVICES].history
         for i in range(samples.n):
-            store.append(Sample(Point("Station-1", "3333"), 0, float(samples.times[i]), samples.row(i), 0))
+            store.append(samples.sample(Point("Station-1", "3333"), i))
         await store.flush()
         yield client, samples, tmp_path
 
@@ -68,6 +72,34 @@ async def test_raw_points_carry_the_values_sent(loaded):
             assert shown == (None if value is None else iso(value)), m.key
         else:
             assert shown == value, m.key
+
+
+async def test_raw_points_carry_the_knob_version_and_conditions_of_their_sample(loaded):
+    client, samples, _ = loaded
+    change = samples.knob_every   # the first sample of the second version
+    window = f"from={iso(samples.times[change - 5])}&to={iso(samples.times[change + 5])}"
+    for fields in ("", "&fields=latency.jitter"):   # whatever metrics are selected
+        status, doc = await get(client, f"{POINT}&resolution=raw&{window}{fields}")
+        assert status == 200 and doc["count"] == 10, doc
+        History.model_validate(doc)
+        assert [p["knobVersion"] for p in doc["points"]] == [samples.knob_version(change - 1)] * 5 + \
+            [samples.knob_version(change)] * 5
+        assert samples.knob_version(change) == samples.knob_version(change - 1) + 1
+        for i, point in zip(range(change - 5, change + 5), doc["points"]):
+            assert point["timestamp"] == iso(samples.times[i])
+            assert json.dumps(point["conditions"], sort_keys=True) == json.dumps(samples.conditions(i), sort_keys=True)
+
+
+async def test_rollup_points_list_the_knob_versions_of_their_bucket(loaded):
+    client, samples, _ = loaded
+    status, doc = await get(client, f"{POINT}&timeRange=1h&resolution=1m&fields=latency.jitter")
+    assert status == 200 and doc["count"] >= 18, doc
+    History.model_validate(doc)
+    want = expected_versions(np.floor(samples.times * 1000).astype(np.int64), samples.knob_versions(), 60_000)
+    got = {p["timestamp"]: p["knobVersions"] for p in doc["points"]}
+    assert got == {iso(start / 1000): versions for start, versions in want.items() if iso(start / 1000) in got}
+    assert any(len(v) == 2 for v in got.values())   # the minutes a change fell in list both versions
+    assert all("knobVersion" not in p and "conditions" not in p for p in doc["points"])
 
 
 async def test_rollup_points_show_statistics_by_kind(loaded):

@@ -1,6 +1,11 @@
-"""kill -9 of a process writing through the history store: the file opens, is intact, lost at most the last flush."""
+"""kill -9 of a process writing through the history store: the file opens, is intact, lost at most the last flush.
+
+The samples carry knob versions and conditions: what was kept of them is kept with them too
+(raw rows' versions and conditions, rollup rows' versions), pending rows of open spans included.
+"""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import sqlite3
@@ -14,10 +19,9 @@ import numpy as np
 import pytest
 
 from controller.history import view
-from controller.sample import Sample
 from shared.metrics import METRICS
 from shared.topology import Topology
-from tests.history_feed import Clocks, Samples, expected_rollups
+from tests.history_feed import Clocks, Samples, expected_rollups, expected_versions
 from tests.test_history_store import FAR, _same, close_everything
 
 pytestmark = pytest.mark.slow
@@ -44,9 +48,8 @@ class Writer:
         for line in self.proc.stdout:
             if line.startswith("open"):
                 self.opened.set()
-            else:
-                r, wall = line.split()
-                self.rounds.append((int(r), float(wall)))
+            elif len(parts := line.split()) == 2 and line.endswith("\n"):   # not a line the kill cut short
+                self.rounds.append((int(parts[0]), float(parts[1])))
 
     def kill9(self) -> float:
         killed_at = time.time()
@@ -68,6 +71,9 @@ def test_kill_9_mid_ingest_loses_at_most_the_last_flush_and_nothing_else(tmp_pat
 
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        # Open spans' pending rows, raw and rolled up, hold context of their own (checked row by row below).
+        with_context = conn.execute("SELECT DISTINCT tier FROM pending WHERE context IS NOT NULL").fetchall()
+        assert {tier for (tier,) in with_context} >= {0, 1}
 
     samples = Samples(12_000, every=0.15, seed=11)
     clocks = Clocks(wall=float(samples.times[0]))
@@ -85,6 +91,7 @@ def test_kill_9_mid_ingest_loses_at_most_the_last_flush_and_nothing_else(tmp_pat
 async def _check(store, clocks: Clocks, samples: Samples, committed_by: int, appended: int) -> int:
     points = Topology(12).points
     newest = []
+    sent_conditions = [json.dumps(samples.conditions(r), sort_keys=True) for r in range(appended + 1)]
     for point in points:
         rows = await store.query(point, "raw", 0, FAR, tuple(m.key for m in METRICS))
         n = len(rows.ts)
@@ -95,6 +102,9 @@ async def _check(store, clocks: Clocks, samples: Samples, committed_by: int, app
         assert np.array_equal(np.isnan(sent), np.isnan(rows.values))
         assert np.array_equal(sent[~np.isnan(sent)].view(np.uint64), rows.values[~np.isnan(rows.values)].view(np.uint64))
         assert committed_by <= n - 1 <= appended, (point, committed_by, n - 1, appended)
+        kept = await store.query(point, "raw", 0, FAR, ("latency.jitter",), context=True)
+        assert kept.knob_version.tolist() == samples.knob_versions(n).astype(float).tolist(), point
+        assert [json.dumps(c, sort_keys=True) for c in kept.context] == sent_conditions[:n], point
         await _rollups_match_raw(store, point, samples, n)
     print(f"kept through round {min(newest)}..{max(newest)} of {appended} appended; "
           f"guaranteed {committed_by} (kill at most {FLUSH_MS} ms + {MARGIN_S} s after it)")
@@ -104,7 +114,7 @@ async def _check(store, clocks: Clocks, samples: Samples, committed_by: int, app
         clocks.wall = float(samples.times[r])
         for i, point in enumerate(points):
             if r > newest[i]:
-                store.append(Sample(point, 0, clocks.wall, samples.row(r), 0))
+                store.append(samples.sample(point, r))
         if r % 200 == 0:
             store.flush_now()
     store.flush_now()
@@ -118,7 +128,8 @@ async def _rollups_match_raw(store, point, samples: Samples, n: int, whole: bool
     ts_ms = np.floor(samples.times[:n] * 1000).astype(np.int64)
     for resolution, bucket_ms in (("1m", 60_000), ("5m", 300_000)):
         expected = expected_rollups(ts_ms, samples.values[:n], bucket_ms)
-        rows = await store.query(point, resolution, 0, FAR, view.columns(resolution, METRICS))
+        versions = expected_versions(ts_ms, samples.knob_versions(n), bucket_ms)
+        rows = await store.query(point, resolution, 0, FAR, view.columns(resolution, METRICS), context=True)
         got = view.points(resolution, METRICS, rows)
         assert got or not whole
         if whole:
@@ -127,5 +138,6 @@ async def _rollups_match_raw(store, point, samples: Samples, n: int, whole: bool
             start = int(rows.ts[got.index(doc)])
             want = expected[start]
             assert doc["samples"] == want["samples"], (point, resolution, doc["timestamp"])
+            assert doc["knobVersions"] == versions[start], (point, resolution, doc["timestamp"])
             for m in METRICS:
                 _same(m, doc["metrics"][m.category][m.name], want[m.key], f"{point} {resolution} {m.key}")

@@ -23,7 +23,7 @@ FAR = int((T0 + 400 * 86400) * 1000)
 def feed(store, clocks: Clocks, samples: Samples, lo: int = 0, hi: int | None = None, flush_every: int = 97,
          point: Point = P) -> None:
     for i in range(lo, samples.n if hi is None else hi):
-        store.append(Sample(point, 0, float(samples.times[i]), samples.row(i), 0))
+        store.append(samples.sample(point, i))   # with its knob version and conditions (test_history_context.py)
         clocks.wall = float(samples.times[i])
         if i % flush_every == 0:
             store.flush_now()

@@ -45,10 +45,16 @@ class CorruptSegment(ValueError):
 
 @dataclass(frozen=True)
 class Block:
-    """Rows of one point: timestamps (ms), values (NaN where null) and the null mask."""
+    """Rows of one point: timestamps (ms), values (NaN where null) and the null mask.
+
+    `context` is what the store keeps of each row beside its values, in a blob of its own
+    (controller.history.context): a raw row's conditions, a rollup row's knob versions. This
+    codec neither writes nor reads it; None means no row's context is known.
+    """
     ts: np.ndarray      # int64[n]
     values: np.ndarray  # float64[n, k]
     nulls: np.ndarray   # bool[n, k]
+    context: np.ndarray | None = None  # object[n], or None
 
     @classmethod
     def of(cls, ts: np.ndarray, values: np.ndarray) -> Block:
@@ -58,6 +64,15 @@ class Block:
 
     def __len__(self) -> int:
         return len(self.ts)
+
+    def contexts(self) -> np.ndarray:
+        """The per-row context as an object array (None in every row when none is known)."""
+        return np.full(len(self.ts), None, dtype=object) if self.context is None else self.context
+
+    def take(self, rows: np.ndarray) -> Block:
+        """The rows a mask or an index array picks, context included."""
+        return Block(self.ts[rows], self.values[rows], self.nulls[rows],
+                     None if self.context is None else self.context[rows])
 
 
 def encode(ts: np.ndarray, values: np.ndarray, nulls: np.ndarray | None = None, level: int = 6,

@@ -1,11 +1,19 @@
 """The history file: SQLite (WAL) holding compressed segments and pending chunks, one writer, many readers.
 
 Tables: `segments` (sealed spans: tier, point, first and last row time, row count, column
-layout, blob), `pending` (chunks of spans still open, rewritten into a segment when the
-span seals), `layouts` (the column names a blob's columns stand for, so a catalog that
-gains or loses a metric still reads old segments by name). WAL with synchronous=NORMAL:
-a committed transaction survives a kill -9 of the process (SQLite's WAL is in the file
-system, not in the process); a power cut may lose the last commits but never corrupts.
+layout, blob, context), `pending` (chunks of spans still open, rewritten into a segment when
+the span seals; the same columns), `layouts` (the column names a blob's columns stand for, so
+a catalog that gains or loses a metric still reads old segments by name). `context` is the
+rows' context blob (controller.history.context), NULL when no row's context is known.
+
+Files written before history kept context read as they are: their raw layout lacks the
+`knob_version` column (it reads null, like any column a layout lacks) and their segments and
+pending chunks have no `context` (the writer adds the column to their tables, NULL in their
+rows; a reader of a file no writer has opened since reads NULL for it).
+
+WAL with synchronous=NORMAL: a committed transaction survives a kill -9 of the process
+(SQLite's WAL is in the file system, not in the process); a power cut may lose the last
+commits but never corrupts.
 """
 from __future__ import annotations
 
@@ -16,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from controller.history import codec
+from controller.history import codec, context
 from controller.history.codec import Block
 from controller.history.rollup import Layout
 from controller.history.tiers import TIERS, Chunk, Sealed, Tier
@@ -27,15 +35,16 @@ CREATE TABLE IF NOT EXISTS layouts (id INTEGER PRIMARY KEY, names TEXT NOT NULL 
 CREATE TABLE IF NOT EXISTS segments (
     tier INTEGER NOT NULL, station TEXT NOT NULL, extension TEXT NOT NULL,
     start_ms INTEGER NOT NULL, end_ms INTEGER NOT NULL, rows INTEGER NOT NULL,
-    layout INTEGER NOT NULL, blob BLOB NOT NULL);
+    layout INTEGER NOT NULL, blob BLOB NOT NULL, context BLOB);
 CREATE INDEX IF NOT EXISTS segments_by_point ON segments (tier, station, extension, start_ms);
 CREATE INDEX IF NOT EXISTS segments_by_age ON segments (tier, end_ms);
 CREATE TABLE IF NOT EXISTS pending (
     tier INTEGER NOT NULL, station TEXT NOT NULL, extension TEXT NOT NULL, span_ms INTEGER NOT NULL,
     start_ms INTEGER NOT NULL, end_ms INTEGER NOT NULL, rows INTEGER NOT NULL,
-    layout INTEGER NOT NULL, blob BLOB NOT NULL);
+    layout INTEGER NOT NULL, blob BLOB NOT NULL, context BLOB);
 CREATE INDEX IF NOT EXISTS pending_by_point ON pending (tier, station, extension, span_ms);
 """
+CONTEXT_TABLES = ("segments", "pending")
 SEGMENT_LEVEL = 6   # zlib level of sealed segments (written once, read many times)
 CHUNK_LEVEL = 1     # pending chunks: rewritten within the span, so cheap to make
 
@@ -48,8 +57,15 @@ def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")  # WAL: a commit survives the process's death
         conn.executescript(SCHEMA)
+        for table in CONTEXT_TABLES:
+            if not has_context(conn, table):   # a file from before history kept context
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN context BLOB")
     conn.execute("PRAGMA busy_timeout=5000")
     return conn
+
+
+def has_context(conn: sqlite3.Connection, table: str) -> bool:
+    return any(row[1] == "context" for row in conn.execute(f"PRAGMA table_info({table})"))
 
 
 class Layouts:
@@ -110,17 +126,19 @@ class Writer:
         for point, sealed, chunks in point_changes:
             for s in sealed:
                 blob = codec.encode(s.block.ts, s.block.values, s.block.nulls, SEGMENT_LEVEL)
+                ctx = context.encode(s.tier.id == 0, s.block.context)
                 seg_rows.append((s.tier.id, point.station, point.extension, int(s.block.ts[0]), int(s.block.ts[-1]),
-                                 len(s.block.ts), self.layout_ids[s.tier.id], blob))
+                                 len(s.block.ts), self.layout_ids[s.tier.id], blob, ctx))
                 drop.append((s.tier.id, point.station, point.extension, s.span_ms))
-                written += len(blob)
+                written += len(blob) + len(ctx or b"")
             for c in chunks:
                 blob = codec.encode(c.block.ts, c.block.values, c.block.nulls, CHUNK_LEVEL)
+                ctx = context.encode(c.tier.id == 0, c.block.context, sealed=False)
                 if c.replace:
                     replace.append((c.tier.id, point.station, point.extension, c.span_ms))
                 chunk_rows.append((c.tier.id, point.station, point.extension, c.span_ms, int(c.block.ts[0]),
-                                   int(c.block.ts[-1]), len(c.block.ts), self.layout_ids[c.tier.id], blob))
-                written += len(blob)
+                                   int(c.block.ts[-1]), len(c.block.ts), self.layout_ids[c.tier.id], blob, ctx))
+                written += len(blob) + len(ctx or b"")
         if not (seg_rows or chunk_rows):
             return 0
         cur = self.conn.cursor()
@@ -128,8 +146,10 @@ class Writer:
         try:
             drops = "DELETE FROM pending WHERE tier = ? AND station = ? AND extension = ? AND span_ms = ?"
             cur.executemany(drops, drop + replace)
-            cur.executemany("INSERT INTO segments VALUES (?, ?, ?, ?, ?, ?, ?, ?)", seg_rows)
-            cur.executemany("INSERT INTO pending VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", chunk_rows)
+            cur.executemany("INSERT INTO segments (tier, station, extension, start_ms, end_ms, rows, layout, blob, "
+                            "context) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", seg_rows)
+            cur.executemany("INSERT INTO pending (tier, station, extension, span_ms, start_ms, end_ms, rows, layout, "
+                            "blob, context) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", chunk_rows)
             cur.execute("COMMIT")
         except BaseException:
             cur.execute("ROLLBACK")
@@ -146,12 +166,16 @@ class Writer:
         return deleted
 
     def pending(self) -> Iterator[tuple[Tier, Point, Block]]:
-        """Every saved chunk of the open spans, per tier and point in time order (for startup)."""
-        rows = self.conn.execute("SELECT tier, station, extension, layout, blob FROM pending "
+        """Every saved chunk of the open spans, per tier and point in time order, context included (for startup)."""
+        rows = self.conn.execute("SELECT tier, station, extension, layout, blob, context FROM pending "
                                  "ORDER BY tier, station, extension, start_ms")
-        for tier_id, station, ext, lid, blob in rows:
+        for tier_id, station, ext, lid, blob, ctx in rows:
             tier = TIERS[tier_id]
             block = codec.decode(blob)
+            rows_context = context.decode(tier.id == 0, ctx, len(block.ts))
+            if tier.id == 0:
+                rows_context = context.as_kept(rows_context)   # raw rows' conditions in their in-memory form
+            block = Block(block.ts, block.values, block.nulls, rows_context)
             yield tier, Point(station, ext), _in_layout(self.layouts, lid, tier, block)
 
     def newest_pending(self, tier: Tier, point: Point) -> int | None:
@@ -173,4 +197,4 @@ def _in_layout(layouts: Layouts, lid: int, tier: Tier, block: Block) -> Block:
     if layouts.names.get(lid) == tier.layout.names:
         return block
     values = select(block, layouts.columns(lid, tier.layout.names))
-    return Block(block.ts, values, np.isnan(values))
+    return Block(block.ts, values, np.isnan(values), block.context)

@@ -3,14 +3,16 @@
 The metrics of a history point are described from the catalog, like the snapshot's: a raw
 point carries each metric's value, a rollup point an object per metric whose fields depend
 on the metric's kind and type ({avg, min, max}, {delta}, {sum}, {fractionTrue}, {last}).
+Besides its metrics, a raw point always carries the sample's context (`knobVersion`,
+`conditions`) and a rollup point the knob versions of its bucket (`knobVersions`): `fields`
+selects metrics only.
 """
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
-from pydantic.json_schema import SkipJsonSchema
 
 from controller.catalog.schemas import CatalogModel, by_category, metric_schema
 from controller.http.models import STATION_PATTERN, Body, MetricFields, QueryModel
@@ -42,7 +44,8 @@ class HistoryQuery(QueryModel):
                           "1h and 6h -> 1m, 24h -> 5m, 7d and 30d -> 1h.")
     fields: MetricFields = Field((), description=(
         "Metrics to include, comma-separated: `category.name` keys or whole categories, as in GET /api/v1/snapshots; "
-        "default: all 68."))
+        "default: all 68. Metrics only: raw points carry `knobVersion` and `conditions`, rollup points "
+        "`knobVersions`, whatever it selects."))
     limit: int = Field(100, ge=1, le=1000, description="Points per page (default 100, at most 1000)")
     cursor: str = Field(None, pattern=CURSOR_PATTERN, description=(  # type: ignore[assignment]
         "`nextCursor` of the previous page; it carries the window and resolution of the first page's query"))
@@ -86,11 +89,41 @@ class HistoryMetrics(CatalogModel):
         return by_category(_history_metric)
 
 
-class HistoryPoint(Body):
-    timestamp: str = Field(description="Measurement time (raw) or the bucket's start (rollups), UTC, milliseconds",
-                           json_schema_extra=DATE_TIME)
+CONTEXT_NOTE = "Present whatever `fields` selects (it selects metrics only)"
+BEFORE_CONTEXT = "samples stored before history kept the knob version and conditions"
+KnobVersions = Annotated[list[int], Field(min_length=1, json_schema_extra={"uniqueItems": True})]
+
+
+class HistoryRawPoint(Body):
+    """A raw sample: its metrics as the agent sent them and the context it was measured in."""
+    timestamp: str = Field(description="Measurement time, UTC, milliseconds", json_schema_extra=DATE_TIME)
     metrics: HistoryMetrics
-    samples: int | SkipJsonSchema[None] = Field(None, ge=1, description="Rollups only: raw samples in the bucket")
+    knobVersion: int | None = Field(description=(
+        "The knob version the agent had applied while measuring this sample (the knob change history, "
+        "GET /api/v1/config/knobs/{stationId}/{extension}/history, maps it to the full knob set it ran under); "
+        f"null for {BEFORE_CONTEXT}. {CONTEXT_NOTE}."), examples=[4])
+    conditions: dict[str, Any] | None = Field(description=(
+        "The conditions the agent reported with this sample, as it sent them: the path in force (delay_ms, "
+        "jitter_ms, loss_rate, burst_length, …), the room (noise_dbfs, echo_gain_db, …), the chain's "
+        "algorithmic_delay_ms and the key applied knobs (buffer and network knobs, the DSP stages' *_enabled); "
+        "values as sent: numbers, strings, booleans (lists and objects of them too; a value JSON cannot show, "
+        "such as NaN, is null). "
+        f"Null for {BEFORE_CONTEXT}, and for conditions too large to keep (over 128 keys, or over 16 KiB as JSON "
+        f"through long strings or nested values). {CONTEXT_NOTE}."),
+        examples=[{"delay_ms": 42.512, "jitter_ms": 8.0, "loss_rate": 0.01214, "fec_enabled": True}])
+
+
+class HistoryRollupPoint(Body):
+    """A 1m, 5m or 1h bucket: its metrics' statistics, its sample count and the knob versions they ran under."""
+    timestamp: str = Field(description="The bucket's start, UTC, milliseconds", json_schema_extra=DATE_TIME)
+    metrics: HistoryMetrics
+    samples: int = Field(ge=1, description="Raw samples in the bucket")
+    knobVersions: KnobVersions | None = Field(description=(
+        "The distinct knob versions the bucket's samples ran under, ascending, each once: one version when the "
+        "knobs held still over the bucket, several when they changed within it (`[3, 4]`); a coarser bucket "
+        f"lists every version of the buckets it is made of. Null when none of its samples has one ({BEFORE_CONTEXT}); "
+        f"a bucket holding some of those and some later samples lists the later ones' versions. {CONTEXT_NOTE}."),
+        examples=[[3, 4]])
 
 
 class History(Body):
@@ -101,6 +134,7 @@ class History(Body):
     from_: str = Field(alias="from", description="Start of the window (inclusive)", json_schema_extra=DATE_TIME)
     to: str = Field(description="End of the window (exclusive)", json_schema_extra=DATE_TIME)
     fields: list[str] = Field(description="The metrics shown, `category.name`, in catalog order")
-    points: list[HistoryPoint]
+    points: list[HistoryRawPoint] | list[HistoryRollupPoint] = Field(
+        description="Raw points when `resolution` is raw, rollup points otherwise; in time order")
     count: int = Field(ge=0, description="Points in this page")
     nextCursor: str | None = Field(description="Pass as `cursor` for the next page; null on the last one")

@@ -10,6 +10,10 @@ Per metric, by kind and type (the catalog says which):
 | bool | trues, n | {fractionTrue = trues / n} |
 | timestamp | last, n | {last} |
 
+A raw row also holds the knob version its sample ran under (column KNOB_VERSION, after the
+metrics); a rollup row keeps the distinct knob versions of its bucket, ascending, beside its
+values (controller.history.context): `versions_from_raw`, `versions_from_rollups`.
+
 `n` counts the non-null values, so a rollup of rollups weighs each part by what it holds; a
 stat of a bucket without values is null (NaN here). Sums are rounded to the metric's
 resolution: values agents round to d decimals sum exactly to a number of d decimals, which
@@ -19,6 +23,7 @@ indices (numpy `reduceat`).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -49,7 +54,9 @@ class Layout:
         return {name: i for i, name in enumerate(self.names)}
 
 
-RAW = Layout(tuple(m.key for m in METRICS))
+KNOB_VERSION = "knob_version"
+RAW = Layout(tuple(m.key for m in METRICS) + (KNOB_VERSION,))
+KNOB_COLUMN = len(METRICS)   # where KNOB_VERSION is in a raw row
 ROLLUP = Layout(tuple(f"{m.key}:{stat}" for m in METRICS for stat in stats_of(m)) + (SAMPLES,))
 
 
@@ -134,6 +141,35 @@ def from_rollups(ts: np.ndarray, rows: np.ndarray, bucket_ms: int) -> tuple[np.n
         out[:, col] = np.where(counts > 0, out[:, col], np.nan)
     out[:, PLAN.samples] = np.add.reduceat(rows[:, PLAN.samples], first)
     return starts, _round_sums(out)
+
+
+def versions_from_raw(ts: np.ndarray, versions: np.ndarray, bucket_ms: int) -> list[tuple[int, ...] | None]:
+    """Per bucket (as from_raw's, rows sorted by time) the distinct knob versions of its rows, ascending;
+    None for a bucket none of whose rows has one (NaN)."""
+    _, first = bucket_starts(ts, bucket_ms)
+    out: list[tuple[int, ...] | None] = []
+    for part in np.split(versions, first[1:]):
+        part = part[~np.isnan(part)]
+        if not len(part):
+            out.append(None)
+        elif part[0] == part[-1] and (part == part[0]).all():
+            out.append((int(part[0]),))
+        else:
+            out.append(tuple(int(v) for v in np.unique(part)))
+    return out
+
+
+def versions_from_rollups(ts: np.ndarray, sets: Sequence[tuple[int, ...] | None],
+                          bucket_ms: int) -> list[tuple[int, ...] | None]:
+    """Per bucket of a coarser tier the union of its rows' knob versions (None where none is known)."""
+    _, first = bucket_starts(ts, bucket_ms)
+    sets = list(sets)
+    bounds = [*first.tolist(), len(sets)]
+    out: list[tuple[int, ...] | None] = []
+    for lo, hi in zip(bounds, bounds[1:]):
+        known = [s for s in sets[lo:hi] if s is not None]
+        out.append(tuple(sorted(set().union(*known))) if known else None)
+    return out
 
 
 def _round_sums(out: np.ndarray) -> np.ndarray:

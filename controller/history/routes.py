@@ -114,7 +114,7 @@ async def get_history(request: web.Request) -> web.Response:
         resolution, after = query.resolution or default_resolution(start, end), None
     metrics = view.metric_keys(query.fields)
     rows = await request.app[SERVICES].history.query(point, resolution, start, end, view.columns(resolution, metrics),
-                                                 query.limit, after)
+                                                 query.limit, after, context=True)
     next_cursor = None
     if rows.more:
         last = int(rows.ts[-1])
@@ -133,5 +133,8 @@ def setup_routes(app: web.Application) -> None:
         responses={200: Reply("Points in time order, one page", History)}, errors=(404,),
         description="Raw samples as the agents sent them, or 1m/5m/1h rollups kept as samples arrive: per numeric "
                     "gauge {avg, min, max}, per counter {delta}, per delta metric {sum}, per flag {fractionTrue}, "
-                    "per time {last}, and each point's `samples`. Raw is kept 7 days, 1m 30, 5m 90, 1h 365 "
+                    "per time {last}, and each point's `samples`. A raw point also carries the knob version its "
+                    "sample ran under and the conditions the agent reported (`knobVersion`, `conditions`), a rollup "
+                    "point the distinct knob versions of its bucket (`knobVersions`), whatever `fields` selects. "
+                    "Raw is kept 7 days, 1m 30, 5m 90, 1h 365 "
                     "(configurable). Samples reach the store within history_flush_ms (1 s)."))

@@ -1,5 +1,10 @@
 """Samples as the agents sent them -> a Block: catalog order, NaN for null, the snapshot's idea of valid.
 
+A row is the 68 metrics then the knob version the sample ran under (rollup.RAW: null when it is
+not an integer a float64 holds exactly); the block's context is each sample's conditions as
+(keys, values) tuples (controller.history.context.Intake), the keys shared by consecutive
+samples that report the same ones.
+
 The live state turns a value that is not of its metric's type (a bool where a number is
 due, a string, NaN or infinity) into null (controller.live.state.json_value); history keeps the
 same values the snapshot shows. The common case, every value of the right Python type, is
@@ -15,25 +20,45 @@ from typing import Any
 import numpy as np
 
 from controller.history.codec import Block
+from controller.history.context import Intake
+from controller.sample import Sample
 from shared.metrics import METRIC_COUNT, METRICS, MetricType
 
 _ALLOWED: tuple[frozenset[type], ...] = tuple(
     frozenset({bool, type(None)}) if m.type is MetricType.BOOL else frozenset({int, float, type(None)})
     for m in METRICS)
 _MAX_SIGNATURES = 4096
+_EXACT = 2 ** 53
 _valid: set[tuple[type, ...]] = set()
 
 
-def to_block(items: Sequence[tuple[float, Sequence[Any]]]) -> Block:
-    """(measured_at seconds, values) pairs -> a Block, times floored to the millisecond."""
-    ts = np.floor(np.array([measured for measured, _ in items], dtype=np.float64) * 1000).astype(np.int64)
-    rows = [values if _fits(values) else _cleaned(values) for _, values in items]
+def to_block(samples: Sequence[Sample]) -> Block:
+    """Samples -> a Block (rollup.RAW columns, conditions as context), times floored to the millisecond."""
+    ts = np.floor(np.array([s.measured_at for s in samples], dtype=np.float64) * 1000).astype(np.int64)
+    rows = [s.values if _fits(s.values) else _cleaned(s.values) for s in samples]
     try:
-        matrix = np.array(rows, dtype=np.float64)  # None -> NaN, bool -> 0/1
+        metrics = np.array(rows, dtype=np.float64)  # None -> NaN, bool -> 0/1
     except (OverflowError, ValueError, TypeError):
-        matrix = np.array([_cleaned(values) for values in rows], dtype=np.float64)
-    matrix[~np.isfinite(matrix)] = np.nan
-    return Block(ts, matrix, np.isnan(matrix))
+        metrics = np.array([_cleaned(values) for values in rows], dtype=np.float64)
+    metrics[~np.isfinite(metrics)] = np.nan
+    matrix = np.empty((len(samples), METRIC_COUNT + 1))
+    matrix[:, :METRIC_COUNT] = metrics.reshape(len(samples), METRIC_COUNT)
+    matrix[:, METRIC_COUNT] = [_version(s.knob_version) for s in samples]
+    return Block(ts, matrix, np.isnan(matrix), _conditions(samples))
+
+
+def _version(version: Any) -> float:
+    if type(version) is int and -_EXACT < version < _EXACT:
+        return float(version)
+    return math.nan
+
+
+def _conditions(samples: Sequence[Sample]) -> np.ndarray:
+    out = np.empty(len(samples), dtype=object)
+    take = Intake().take
+    for i, s in enumerate(samples):
+        out[i] = take(s.conditions)
+    return out
 
 
 def _fits(values: Sequence[Any]) -> bool:

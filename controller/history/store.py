@@ -1,7 +1,8 @@
 """HistoryStore: samples appended on the event loop, tiers kept by one writer thread, reads on reader threads.
 
-`append` only queues the sample (a deque append, well under a microsecond). Every
-history_flush_ms the writer thread takes what was queued, rolls up every bucket that
+`append` only queues the sample, whole (a deque append, well under a microsecond): its
+values, the knob version it ran under and its conditions are taken apart on the writer
+thread. Every history_flush_ms the writer thread takes what was queued, rolls up every bucket that
 closed, seals every span that ended and commits it all in one SQLite transaction; so a
 kill -9 loses at most the samples of the last flush interval. Reads run on their own
 threads and read-only connections and never wait for the writer (WAL).
@@ -21,7 +22,6 @@ from typing import Any
 
 import numpy as np
 
-from controller.history.codec import Block
 from controller.history.db import Writer
 from controller.history.reader import After, Reader, Rows
 from controller.history.rollup import last_values
@@ -41,6 +41,7 @@ class HistoryStats:
     samples: int = 0          # accepted into the store
     late: int = 0             # older than their point's open minute (its rollup already made): dropped
     future: int = 0           # measured more than max_future_s ahead of the controller's clock: dropped
+    conditions_dropped: int = 0  # samples kept without their conditions (too large: context.MAX_CONDITIONS_KEYS)
     flushes: int = 0
     segments: int = 0         # sealed segments written
     bytes_written: int = 0    # blob bytes (segments and chunks)
@@ -62,7 +63,7 @@ class HistoryStore:
         self.expire_every_s = expire_every_s
         self.stats = HistoryStats()
         self._readers = readers
-        self._incoming: deque[tuple[Point, float, list]] = deque()
+        self._incoming: deque[Sample] = deque()
         self._points: dict[Point, PointTiers] = {}
         self._lock = threading.Lock()        # the writer's state and connection: its thread or flush_now
         self._stop = threading.Event()
@@ -81,20 +82,21 @@ class HistoryStore:
     # --- the event loop's side --------------------------------------------------------------
 
     def append(self, sample: Sample) -> None:
-        """Queue one sample (the 68 values in catalog order) for the next flush."""
-        self._incoming.append((sample.point, sample.measured_at, sample.values))
+        """Queue one sample (the 68 values in catalog order, its knob version and conditions) for the next flush."""
+        self._incoming.append(sample)
 
     __call__ = append  # so the store itself can be an ingest sample observer
 
     async def query(self, point: Point, resolution: str, start_ms: int, end_ms: int, columns: tuple[str, ...],
-                    limit: int | None = None, after: After | None = None) -> Rows:
-        """Rows of one tier (`raw`, `1m`, `5m`, `1h`) with start_ms <= time < end_ms, read on a reader thread."""
+                    limit: int | None = None, after: After | None = None, context: bool = False) -> Rows:
+        """Rows of one tier (`raw`, `1m`, `5m`, `1h`) with start_ms <= time < end_ms, read on a reader thread;
+        with `context`, each raw row's knob version and conditions, each rollup row's knob versions (Rows)."""
         reader, pool = self._reader, self._pool
         if reader is None or pool is None:
             raise RuntimeError("the history store is not open")
         tier = TIER_BY_NAME[resolution]
         return await asyncio.get_running_loop().run_in_executor(
-            pool, reader.rows, tier, point, start_ms, end_ms, columns, limit, after)
+            pool, reader.rows, tier, point, start_ms, end_ms, columns, limit, after, context)
 
     async def mean_between(self, point: Point, start: float, end: float, keys: list[str]) -> dict[str, float | None]:
         """Mean of each metric (`latency.end_to_end`) over the samples measured in [start, end) (epoch
@@ -199,18 +201,19 @@ class HistoryStore:
         if self.monotonic() >= self._next_expiry:
             self._expire()
 
-    def _take(self, batch: list[tuple[Point, float, list]]) -> None:
-        by_point: dict[Point, list[tuple[float, list]]] = {}
-        for point, measured_at, values in batch:
-            by_point.setdefault(point, []).append((measured_at, values))
+    def _take(self, batch: list[Sample]) -> None:
+        by_point: dict[Point, list[Sample]] = {}
+        for sample in batch:
+            by_point.setdefault(sample.point, []).append(sample)
         horizon_ms = (self.clock() + self.max_future_s) * 1000
         now = self.monotonic()
-        for point, items in by_point.items():
-            block = to_block(items)
+        for point, samples in by_point.items():
+            block = to_block(samples)
+            self.stats.conditions_dropped += sum(kept is None for kept in block.contexts().tolist())
             future = block.ts > horizon_ms
             if future.any():
                 self.stats.future += int(future.sum())
-                block = Block(block.ts[~future], block.values[~future], block.nulls[~future])
+                block = block.take(~future)
             late = self._state(point).accept(block, now)
             self.stats.late += late
             self.stats.samples += len(block.ts) - late

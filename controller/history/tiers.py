@@ -11,6 +11,9 @@ hour, 5m a day, 1h a week), so the bucket a tier is still filling always draws o
 tier below's pending rows only: after a restart the open buckets are recomputed from what
 was pending, and the rollups come out as if nothing had happened.
 
+Every row carries its context through all of this (codec.Block.context: a raw row's
+conditions, a rollup row's knob versions), in memory, in pending chunks and in segments.
+
 Time is the point's own: its newest sample time, advanced by the monotonic time since
 (so a silent point's minute still closes) minus a grace for samples arriving out of order.
 A sample older than the open minute (its rollup already emitted) is counted and dropped.
@@ -24,6 +27,7 @@ import numpy as np
 
 from controller.history import rollup
 from controller.history.codec import Block
+from controller.history.context import objects
 from controller.history.rollup import Layout
 
 MINUTE_MS = 60_000
@@ -71,20 +75,21 @@ class Changes:
 
 
 def _empty(width: int) -> Block:
-    return Block(np.empty(0, np.int64), np.empty((0, width)), np.empty((0, width), bool))
+    return Block(np.empty(0, np.int64), np.empty((0, width)), np.empty((0, width), bool), np.empty(0, object))
 
 
 def _concat(a: Block, b: Block) -> Block:
     ts = np.concatenate([a.ts, b.ts])
     values = np.concatenate([a.values, b.values])
+    context = np.concatenate([a.contexts(), b.contexts()])
     if len(a.ts) and len(b.ts) and b.ts[0] < a.ts[-1]:  # out of order within the open minute: keep time order
         order = np.argsort(ts, kind="stable")
-        ts, values = ts[order], values[order]
-    return Block(ts, values, np.isnan(values))
+        ts, values, context = ts[order], values[order], context[order]
+    return Block(ts, values, np.isnan(values), context)
 
 
 def _take(block: Block, mask: np.ndarray) -> Block:
-    return Block(block.ts[mask], block.values[mask], block.nulls[mask])
+    return block.take(mask)
 
 
 class OpenRows:
@@ -177,8 +182,7 @@ class PointTiers:
     def accept(self, block: Block, monotonic_now: float) -> int:
         """Add raw rows; returns how many were late (older than the open minute) and dropped."""
         if len(block.ts) > 1 and (np.diff(block.ts) < 0).any():
-            order = np.argsort(block.ts, kind="stable")
-            block = Block(block.ts[order], block.values[order], block.nulls[order])
+            block = block.take(np.argsort(block.ts, kind="stable"))
         fresh = block.ts >= self.emitted_until[1]
         late = int(len(block.ts) - fresh.sum())
         if late:
@@ -212,7 +216,9 @@ class PointTiers:
         if k == 0:
             starts, rolled = rollup.from_raw(ts, values, upper.bucket_ms, self.previous_raw)
             self.previous_raw = rollup.last_values(values, self.previous_raw)
+            versions = rollup.versions_from_raw(ts, values[:, rollup.KNOB_COLUMN], upper.bucket_ms)
         else:
             starts, rolled = rollup.from_rollups(ts, values, upper.bucket_ms)
-        self.open[k + 1].add(Block(starts, rolled, np.isnan(rolled)))
+            versions = rollup.versions_from_rollups(ts, rows.contexts()[due].tolist(), upper.bucket_ms)
+        self.open[k + 1].add(Block(starts, rolled, np.isnan(rolled), objects(versions)))
         self.emitted_until[k + 1] = int(closed_before)

@@ -1,4 +1,9 @@
-"""Stored rows -> the API's history points: the columns a request needs and the JSON each row becomes."""
+"""Stored rows -> the API's history points: the columns a request needs and the JSON each row becomes.
+
+Whatever `fields` selects, a raw point carries the sample's `knobVersion` and `conditions` and a
+rollup point its bucket's `knobVersions` (null where not known: rows stored before history kept
+them, or rows read without context).
+"""
 from __future__ import annotations
 
 from typing import Any
@@ -46,16 +51,20 @@ def _shape(m: Metric) -> str:
 def points(resolution: str, metrics: tuple[Metric, ...], rows: Rows) -> list[dict[str, Any]]:
     """One JSON point per row, metrics nested by category like the snapshot."""
     stamps = [iso_ms(t / 1000) for t in rows.ts.tolist()]
+    context = rows.context.tolist() if rows.context is not None else [None] * len(stamps)
+    extra: list[dict[str, Any]]
     if resolution == RAW:
         per_metric = [_raw_values(m, rows.values[:, i]) for i, m in enumerate(metrics)]
-        extra: list[dict[str, Any]] = [{} for _ in stamps]
+        versions = _plain(rows.knob_version) if rows.knob_version is not None else [None] * len(stamps)
+        extra = [{"knobVersion": None if v is None else int(v), "conditions": c} for v, c in zip(versions, context)]
     else:
         per_metric, at = [], 0
         for m in metrics:
             width = len(_STATS[_shape(m)])
             per_metric.append(_rollup_values(m, rows.values[:, at:at + width]))
             at += width
-        extra = [{"samples": int(n)} for n in rows.values[:, at].tolist()]
+        extra = [{"samples": int(n), "knobVersions": None if s is None else list(s)}
+                 for n, s in zip(rows.values[:, at].tolist(), context)]
     out = []
     for i, stamp in enumerate(stamps):
         nested: dict[str, dict[str, Any]] = {}
