@@ -21,7 +21,8 @@ which is what every row written before history kept context has):
   columns (column 0: 1 where the row's conditions are known; its timestamps are zeros).
   Pending chunks, written every flush with a few rows each, and segments whose rows have no
   key at all (`{}`: an agent that reports no conditions) take the form that is cheaper to
-  make: MAGIC, VERSION, kind 2, deflated JSON `[[keys, ...], [[keys index, [values]] or null, ...]]`;
+  make: MAGIC, VERSION, kind 2, deflated msgpack `[[keys, ...], [[keys index, [values]] or nil, ...]]`
+  (NaN and infinities, which msgpack keeps, read back as null);
 - rollup tiers, the distinct knob versions of the bucket's samples, ascending (None: none of
   them known): MAGIC, VERSION, kind 1, deflated JSON `[[3], [3, 4], null, ...]`.
 """
@@ -35,6 +36,7 @@ import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+import msgpack
 import numpy as np
 
 from controller.history import codec
@@ -220,8 +222,8 @@ def _column(values: Sequence[Any]) -> tuple[str, np.ndarray, list[Any] | None]:
 
 
 def encode_condition_rows(rows: Sequence[Conditions | None]) -> bytes | None:
-    """As encode_conditions, row by row (deflated JSON: the distinct key tuples, then per row the index of its
-    keys and its values, or null): for the pending chunks every flush writes, cheaper to make for a few rows."""
+    """As encode_conditions, row by row (deflated msgpack: the distinct key tuples, then per row the index of its
+    keys and its values, or nil): for the pending chunks every flush writes, cheap to make for a few rows."""
     if all(row is None for row in rows):
         return None
     shapes: dict[tuple[str, ...], int] = {}
@@ -230,26 +232,34 @@ def encode_condition_rows(rows: Sequence[Conditions | None]) -> bytes | None:
         if row is None:
             out.append(None)
         else:
-            out.append([shapes.setdefault(row[0], len(shapes)), row[1]])
-    doc = [list(shapes), out]
+            out.append((shapes.setdefault(row[0], len(shapes)), row[1]))
     try:
-        text = json.dumps(doc, separators=(",", ":"), allow_nan=False)
-    except ValueError:   # a NaN or an infinity among the values: null, as in a segment
-        doc[1] = [None if r is None else [r[0], [_showable(v, 0) for v in r[1]]] for r in out]
-        text = json.dumps(doc, separators=(",", ":"), allow_nan=False)
-    return MAGIC + bytes((VERSION, CONDITION_ROWS)) + zlib.compress(text.encode(), 1)
+        packed = msgpack.packb((list(shapes), out))
+    except (OverflowError, TypeError, ValueError):   # an int beyond 64 bits: null, as in a segment
+        out = [None if r is None else (r[0], [_showable(v, 0) for v in r[1]]) for r in out]
+        packed = msgpack.packb((list(shapes), out))
+    return MAGIC + bytes((VERSION, CONDITION_ROWS)) + zlib.compress(packed, 1)
 
 
 def _decode_condition_rows(blob: bytes, keep: np.ndarray | None) -> list[dict[str, Any] | None]:
     try:
-        shapes, rows = json.loads(zlib.decompress(blob[4:]))
+        shapes, rows = msgpack.unpackb(zlib.decompress(blob[4:]), raw=False, strict_map_key=False)
         if keep is not None:
             if len(keep) != len(rows):
                 raise ValueError(f"{len(keep)} rows asked of {len(rows)}")
-            rows = [r for r, k in zip(rows, keep.tolist()) if k]
-        return [None if r is None else dict(zip(shapes[r[0]], r[1])) for r in rows]
-    except (zlib.error, ValueError, TypeError, IndexError) as exc:
+            rows = [r for r, k in zip(rows, keep.tolist(), strict=True) if k]
+        return [None if r is None else _shown(dict(zip(shapes[r[0]], r[1], strict=True))) for r in rows]
+    except (zlib.error, msgpack.UnpackException, ValueError, TypeError, IndexError) as exc:
         raise CorruptSegment(f"damaged history context: {exc}") from None
+
+
+def _shown(doc: dict[str, Any]) -> dict[str, Any]:
+    """A row as written (msgpack keeps NaN and infinities): JSON's null for what JSON cannot show."""
+    for v in doc.values():
+        kind = type(v)
+        if (kind is float and not math.isfinite(v)) or kind not in _SCALARS:   # lists and maps: looked into
+            return _showable(doc, 0)
+    return doc
 
 
 def decode_conditions(blob: bytes, keep: np.ndarray | None = None) -> list[dict[str, Any] | None]:
