@@ -123,8 +123,17 @@ def _context_is_the_agents(base: str, points: list[dict]) -> None:
 
 
 def _pages_match_one_request(base: str) -> None:
-    whole = _history(base, "timeRange=1h&resolution=raw&limit=1000&fields=latency")
-    to = whole["to"]
+    # End the window on a sample 2 s old (the end is exclusive): samples measured just before "now"
+    # may still be on their way (link, flush), and would join later pages but not the first answer.
+    deadline = time.monotonic() + 15
+    while True:
+        whole = _history(base, "timeRange=1h&resolution=raw&limit=1000&fields=latency")
+        settled = [p["timestamp"] for p in whole["points"]
+                   if _epoch(p["timestamp"]) <= _epoch(whole["to"]) - 2.0]
+        if len(settled) > 6 or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    to = settled[-1]
     whole = _history(base, f"from={whole['from']}&to={to}&resolution=raw&limit=1000&fields=latency")
     pages, cursor = [], None
     while True:
@@ -134,6 +143,10 @@ def _pages_match_one_request(base: str) -> None:
         if (cursor := page["nextCursor"]) is None:
             break
     assert len(pages) >= 6 and pages == whole["points"]
+
+
+def _epoch(iso: str) -> float:
+    return datetime.fromisoformat(iso.replace("Z", "+00:00")).timestamp()
 
 
 def _refusals(base: str, tmp_path) -> None:
