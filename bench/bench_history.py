@@ -68,16 +68,27 @@ class Replay:
 
     def __init__(self, samples: list[dict]) -> None:
         self.streams = {}
+        self.context: dict[str, list[tuple[int, dict]]] = {}
         for ext in ("3333", "4444"):
             rows = [s for s in samples if s["extension"] == ext]
             offsets = np.array([s["measured_at"] for s in rows]) - rows[0]["measured_at"]
             keep = offsets < MINUTE                   # one recorded minute, replayed as each minute
             self.streams[ext] = ([r["metrics"] for r, k in zip(rows, keep) if k], offsets[keep])
+            # What the agent ran under, as recorded: history stores it with every sample.
+            self.context[ext] = [(r["knob_version"], r.get("conditions") or {}) for r, k in zip(rows, keep) if k]
 
     def minute(self, point: Point, start: float, every: int = 1) -> list[tuple[float, list]]:
         values, offsets = self.streams[point.extension]
         shift = (int(point.station.split("-")[1]) * 37) % len(values)  # points differ in phase
         return [(start + offsets[i], values[(i + shift) % len(values)]) for i in range(0, len(values), every)]
+
+    def samples(self, point: Point, start: float, every: int = 1) -> list[Sample]:
+        """The minute as the controller receives it: values with the recorded knob version and conditions."""
+        values, offsets = self.streams[point.extension]
+        context = self.context[point.extension]
+        shift = (int(point.station.split("-")[1]) * 37) % len(values)
+        return [Sample(point, i, start + offsets[i], values[(i + shift) % len(values)], *context[(i + shift) % len(values)])
+                for i in range(0, len(values), every)]
 
 
 class Clock:
@@ -107,12 +118,12 @@ def ingest_and_bytes(tmp: Path, replay: Replay, minutes: int = 10) -> list[dict]
     appended = 0
     cpu, wall = time.process_time(), time.perf_counter()
     for m in range(minutes):
-        batches = [replay.minute(p, BASE + m * MINUTE) for p in POINTS]
+        batches = [replay.samples(p, BASE + m * MINUTE) for p in POINTS]
         for i in range(max(len(b) for b in batches)):
-            for point, batch in zip(POINTS, batches):
+            for batch in batches:
                 if i < len(batch):
-                    clock.t = batch[i][0]
-                    store.append(Sample(point, 0, batch[i][0], batch[i][1], 0))
+                    clock.t = batch[i].measured_at
+                    store.append(batch[i])
                     appended += 1
     while store.queued:
         time.sleep(0.05)
@@ -141,16 +152,16 @@ def real_rate_cost(tmp: Path, replay: Replay, minutes: int = 5) -> list[dict]:
     clock = Clock(BASE)
     store = store_at(tmp / "real.sqlite", clock, flush_ms=3_600_000)  # flushed by hand, once per second of samples
     store.open()
-    batches = [replay.minute(p, BASE + m * MINUTE) for m in range(minutes) for p in POINTS]
-    samples = sorted((t, i % len(POINTS), v) for i, batch in enumerate(batches) for t, v in batch)
+    batches = [replay.samples(p, BASE + m * MINUTE) for m in range(minutes) for p in POINTS]
+    samples = sorted((s for batch in batches for s in batch), key=lambda s: s.measured_at)
     cpu = time.process_time()
     second = BASE
-    for t, p, values in samples:
-        if t >= second + 1:
+    for sample in samples:
+        if sample.measured_at >= second + 1:
             store.flush_now()
             second += 1
-        clock.t = t
-        store.append(Sample(POINTS[p], 0, t, values, 0))
+        clock.t = sample.measured_at
+        store.append(sample)
     store.flush_now()
     cpu = time.process_time() - cpu
     store.close()
@@ -199,8 +210,8 @@ def load_week(tmp: Path, replay: Replay, days: int = 7, every: int = 100) -> tup
     appended = 0
     for m in range(int(days * 24 * 60)):
         for point in POINTS:
-            for t, values in replay.minute(point, BASE + m * MINUTE, every):
-                store.append(Sample(point, 0, t, values, 0))
+            for sample in replay.samples(point, BASE + m * MINUTE, every):
+                store.append(sample)
                 appended += 1
         clock.t = BASE + (m + 1) * MINUTE
         if m % 60 == 59:
@@ -258,9 +269,9 @@ def rollup_vs_raw(tmp: Path, replay: Replay, minutes: int = 60) -> list[dict]:
     store.open()
     point = POINTS[0]
     for m in range(minutes):
-        for t, values in replay.minute(point, BASE + m * MINUTE):
-            clock.t = t
-            store.append(Sample(point, 0, t, values, 0))
+        for sample in replay.samples(point, BASE + m * MINUTE):
+            clock.t = sample.measured_at
+            store.append(sample)
         store.flush_now()
     seal_all(store, clock)
     store.close()
