@@ -23,6 +23,7 @@ from controller.link.curve import load_server_keys
 from controller.live import routes as snapshot_routes
 from controller.periodic import PeriodicWork
 from controller.services import Services, build_services
+from controller.settings import ControllerSettings
 from controller.stream import routes as stream_routes
 
 log = logging.getLogger("tpmon.controller")
@@ -32,7 +33,7 @@ ROUTE_AREAS = (snapshot_routes, knob_routes, change_routes, template_routes, bat
                health_routes, openapi_routes, stream_routes, threshold_routes, alert_routes, history_routes)
 
 
-def create_app(settings, *, registry: CollectorRegistry | None = None, clock: Clock | None = None,
+def create_app(settings: ControllerSettings, *, registry: CollectorRegistry | None = None, clock: Clock | None = None,
                zmq_context: zmq.asyncio.Context | None = None) -> web.Application:
     services = build_services(settings, registry if registry is not None else CollectorRegistry(),
                               clock or SystemClock(), zmq_context)
@@ -41,22 +42,12 @@ def create_app(settings, *, registry: CollectorRegistry | None = None, clock: Cl
     app[SERVICES] = services
     for area in ROUTE_AREAS:
         area.setup_routes(app)
-    for context in lifecycle(services):
+    for context in LIFECYCLE:
         app.cleanup_ctx.append(lambda _app, context=context: context(services))
     return app
 
 
 Context = Callable[[Services], AsyncIterator[None]]
-
-
-def lifecycle(services: Services) -> list[Context]:
-    """The resources of the controller, opened in this order and closed in the reverse order.
-
-    The rule: a store opens before anything that reads or writes it, and the agent link opens
-    last but one, so no sample or acknowledgement arrives before every observer of it is open;
-    the periodic work starts after the link and stops first.
-    """
-    return [_audit, _desired, _history, _alerts, _knob_changes, _link, _periodic]
 
 
 async def _audit(s: Services) -> AsyncIterator[None]:
@@ -108,3 +99,10 @@ async def _periodic(s: Services) -> AsyncIterator[None]:
     work.start()
     yield
     await work.stop()
+
+
+# The resources of the controller, opened in this order and closed in the reverse order.
+# The rule: a store opens before anything that reads or writes it, and the agent link opens
+# last but one, so no sample or acknowledgement arrives before every observer of it is open;
+# the periodic work starts after the link and stops first.
+LIFECYCLE: tuple[Context, ...] = (_audit, _desired, _history, _alerts, _knob_changes, _link, _periodic)
