@@ -14,7 +14,7 @@ import zmq.asyncio
 from prometheus_client import CollectorRegistry
 
 from controller.alerts.service import AlertService
-from controller.catalog.routes import catalog_document
+from controller.catalog.document import catalog_document
 from controller.clock import Clock
 from controller.documents import DocumentFile
 from controller.events import EventBus
