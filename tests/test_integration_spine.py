@@ -56,8 +56,7 @@ def mean_of(base: str, station: str, ext: str, key: str, seconds: float) -> floa
     return statistics.fmean(values)
 
 
-@pytest.fixture
-def system(tmp_path: Path):
+def _system(tmp_path: Path):
     controller, base, link_port = start_controller(tmp_path, stations=2)
     agent = start_agent(tmp_path, "Station-1", link_port)
     procs = [controller, agent]
@@ -69,8 +68,21 @@ def system(tmp_path: Path):
             p.stop()
 
 
-def test_snapshot_has_active_points_with_68_metrics_in_bounds(system):
-    _, _, _, base, _, _ = system
+@pytest.fixture
+def system(tmp_path: Path):
+    """A system of its own, for tests that change knobs or kill processes."""
+    yield from _system(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def steady_system(tmp_path_factory: pytest.TempPathFactory):
+    """One system shared by the tests that only read or are refused (they change nothing, so they
+    cannot disturb each other), started once instead of once per test."""
+    yield from _system(tmp_path_factory.mktemp("steady"))
+
+
+def test_snapshot_has_active_points_with_68_metrics_in_bounds(steady_system):
+    _, _, _, base, _, _ = steady_system
     status, snap = get_json(f"{base}/api/v1/snapshots")
     assert status == 200 and set(snap) >= {"timestamp", "stations"}
     assert set(snap["stations"]) == {"Station-1", "Station-2"}
@@ -159,8 +171,8 @@ def test_change_while_agent_offline_is_applied_when_it_returns(system):
     (json.dumps({"agc_enabled": "yes"}).encode(), 400),
     (json.dumps({"no_such_knob": 1}).encode(), 400),
 ])
-def test_bad_knob_bodies_get_400_and_change_nothing(system, body, expected):
-    _, _, _, base, _, _ = system
+def test_bad_knob_bodies_get_400_and_change_nothing(steady_system, body, expected):
+    _, _, _, base, _, _ = steady_system
     url = f"{base}/api/v1/config/knobs/Station-1/3333"
     _, before = get_json(url)
     status, doc, _ = request(url, "POST", raw=body)
@@ -169,8 +181,8 @@ def test_bad_knob_bodies_get_400_and_change_nothing(system, body, expected):
     assert after["version"] == before["version"] and after["config"] == before["config"]
 
 
-def test_several_problems_are_listed_by_field(system):
-    _, _, _, base, _, _ = system
+def test_several_problems_are_listed_by_field(steady_system):
+    _, _, _, base, _, _ = steady_system
     status, doc = post_json(f"{base}/api/v1/config/knobs/Station-1/3333",
                             {"agc_target_level": -80, "agc_mode": "loud", "nr_enabled": True})
     assert status == 400
@@ -181,8 +193,8 @@ def test_several_problems_are_listed_by_field(system):
 
 @pytest.mark.parametrize("path", ["/api/v1/config/knobs/Station-99/3333", "/api/v1/config/knobs/Station-1/5555",
                                   "/api/v1/snapshots?stations=Station-42"])
-def test_unknown_points_are_404(system, path):
-    _, _, _, base, _, _ = system
+def test_unknown_points_are_404(steady_system, path):
+    _, _, _, base, _, _ = steady_system
     status, doc, _ = request(f"{base}{path}")
     assert status == 404 and "error" in doc
 
