@@ -24,7 +24,8 @@ from tests.procs import ADMIN_TOKENS, Proc, get_json, start_agent, start_control
 
 pytestmark = pytest.mark.slow
 
-MAX_EXAMPLES = 30          # per operation and phase: the whole run takes seconds
+# Per operation and phase; TPMON_FUZZ_EXAMPLES=200 with a random seed explores more.
+MAX_EXAMPLES = int(os.environ.get("TPMON_FUZZ_EXAMPLES", "30"))
 CANONICAL = r"^/(api/v1/|metrics$)"
 RUN_TIMEOUT_S = 120
 # The gate runs a fixed seed, so a red run is reproducible and CI never turns on a new random
