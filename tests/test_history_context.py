@@ -19,7 +19,7 @@ from controller.history.tiers import TIER_BY_NAME
 from controller.sample import Sample
 from shared.metrics import METRICS
 from tests.history_feed import Clocks, Samples, expected_rollups, expected_versions
-from tests.test_history_store import FAR, P, _same, close_everything, feed
+from tests.test_history_store import FAR, P, _same, close_everything, feed, straight_and_restarted
 
 ALL = tuple(m.key for m in METRICS)
 
@@ -108,21 +108,7 @@ def test_versions_of_buckets_are_distinct_ascending_and_none_where_unknown():
 
 async def test_a_restart_mid_span_keeps_the_context_of_pending_rows(tmp_path):
     samples = Samples(5400, seed=3, knob_every=97)
-    straight_clocks, restarted_clocks = Clocks(), Clocks()
-    straight = straight_clocks.store(tmp_path / "a.sqlite")
-    straight.open()
-    feed(straight, straight_clocks, samples)
-    close_everything(straight, straight_clocks)
-    cuts = [0, 21, 250, 1333, 2401, 4000, 5400]   # mid-minute, mid-5m bucket, across an hour
-    for lo, hi in zip(cuts, cuts[1:]):
-        store = restarted_clocks.store(tmp_path / "b.sqlite")
-        store.open()
-        feed(store, restarted_clocks, samples, lo, hi)
-        if hi == samples.n:
-            close_everything(store, restarted_clocks)
-        store.close()
-    reopened = restarted_clocks.store(tmp_path / "b.sqlite")
-    reopened.open()
+    straight, reopened = straight_and_restarted(tmp_path, samples)
     try:
         for resolution in ("raw", "1m", "5m", "1h"):
             a = await straight.query(P, resolution, 0, FAR, ("samples",) if resolution != "raw" else ALL, context=True)

@@ -99,15 +99,14 @@ def _same(metric, got: dict, want: dict, where: str) -> None:
             assert got[stat] == pytest.approx(value, rel=1e-12, abs=1e-9), where
 
 
-async def test_a_restart_mid_bucket_gives_the_same_tiers_as_no_restart(tmp_path):
-    samples = Samples(5400, seed=3)
+def straight_and_restarted(tmp_path, samples: Samples, cuts: tuple[int, ...] = (0, 21, 250, 1333, 2401, 4000, 5400)):
+    """Two open stores of the same samples: one fed straight, one closed and reopened at each cut
+    (by default at a half minute, inside a 5m bucket, across an hour)."""
     straight_clocks, restarted_clocks = Clocks(), Clocks()
     straight = straight_clocks.store(tmp_path / "a.sqlite")
     straight.open()
     feed(straight, straight_clocks, samples)
     close_everything(straight, straight_clocks)
-    # The same samples, closing and reopening at a half minute, inside a 5m bucket, across an hour.
-    cuts = [0, 21, 250, 1333, 2401, 4000, 5400]
     for lo, hi in zip(cuts, cuts[1:]):
         store = restarted_clocks.store(tmp_path / "b.sqlite")
         store.open()
@@ -117,6 +116,12 @@ async def test_a_restart_mid_bucket_gives_the_same_tiers_as_no_restart(tmp_path)
         store.close()
     reopened = restarted_clocks.store(tmp_path / "b.sqlite")
     reopened.open()
+    return straight, reopened
+
+
+async def test_a_restart_mid_bucket_gives_the_same_tiers_as_no_restart(tmp_path):
+    samples = Samples(5400, seed=3)
+    straight, reopened = straight_and_restarted(tmp_path, samples)
     try:
         for resolution in ("raw", "1m", "5m", "1h"):
             columns = view.columns(resolution, METRICS)
