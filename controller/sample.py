@@ -24,9 +24,9 @@ class Sample:
 
     @classmethod
     def from_body(cls, point: Point, body: Mapping[str, Any]) -> Sample:
-        """From a SAMPLE message body the protocol decoder has checked (types of seq, time, version)."""
+        """From a SAMPLE message body the protocol decoder has checked (seq and version are ints already)."""
         conditions = body.get("conditions")
-        return cls(point, int(body["seq"]), float(body["measured_at"]), body["metrics"], int(body["knob_version"]),
+        return cls(point, body["seq"], float(body["measured_at"]), body["metrics"], body["knob_version"],
                    conditions if isinstance(conditions, dict) else {})
 
 

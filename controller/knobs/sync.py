@@ -130,13 +130,12 @@ class KnobSync:
         made in between.
         """
         async with self.locked([point]):
-            [staged] = await self.commit_reverts({point: (to_version, expected)}, who) or [None]
-        if staged is None:  # already the set of to_version: nothing to record or send
-            current = self.store.get(point)
-            return ChangeResult(current, self.live.points[point].applied_version == current.version,
-                                self.live.points[point].applied_version,
+            staged = await self.commit_reverts({point: (to_version, expected)}, who)
+        if not staged:  # already the set of to_version: nothing to record or send
+            current, applied = self.store.get(point), self.live.points[point].applied_version
+            return ChangeResult(current, applied == current.version, applied,
                                 reason=f"the knobs are already those of version {to_version}")
-        return await self.settle(staged)
+        return await self.settle(staged[0])
 
     async def commit_reverts(self, targets: Mapping[Point, tuple[int, int | None]], who: Attribution,
                              known_sets: Mapping[Point, Mapping[str, Any]] | None = None) -> list[Staged]:

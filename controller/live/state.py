@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -29,7 +30,7 @@ class PointState:
     gaps: int = 0                                     # samples the controller never received
     samples: int = 0
     applied_version: int | None = None                # knob version the agent last reported
-    conditions: dict[str, Any] = field(default_factory=dict)
+    conditions: Mapping[str, Any] = field(default_factory=dict)
     invalid_values: int = 0                           # metric values dropped to null at ingest
 
 
@@ -108,7 +109,7 @@ class LiveState:
         state.received_mono = self.clock.monotonic()
         state.samples += 1
         state.applied_version = sample.knob_version
-        state.conditions = dict(sample.conditions)
+        state.conditions = sample.conditions  # the body's own dict, checked by Sample.from_body
         self.last_sample_wall = state.received_at
         self.agent_seen(point.station)
         return state
