@@ -55,6 +55,7 @@ class Proposal:
     risk_probability: float                    # P(some constraint breaks), from the calibrated intervals
     evidence: tuple[str, ...]                  # "replay" and/or "model"
     analysis_id: str | None = None
+    replay_delta: dict[str, float] = field(default_factory=dict)   # candidate minus today's set, as replay measured
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
