@@ -56,6 +56,7 @@ class Proposal:
     evidence: tuple[str, ...]                  # "replay" and/or "model"
     analysis_id: str | None = None
     replay_delta: dict[str, float] = field(default_factory=dict)   # candidate minus today's set, as replay measured
+    base_version: int | None = None            # the desired version the proposal was made against
     notes: tuple[str, ...] = field(default_factory=tuple)
 
     @property
