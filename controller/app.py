@@ -21,6 +21,7 @@ from controller.knobs import batch_routes, change_routes, template_routes
 from controller.knobs import routes as knob_routes
 from controller.link.curve import load_server_keys
 from controller.live import routes as snapshot_routes
+from controller.optimizer import routes as optimizer_routes
 from controller.periodic import PeriodicWork
 from controller.services import Services, build_services
 from controller.settings import ControllerSettings
@@ -30,7 +31,8 @@ log = logging.getLogger("tpmon.controller")
 
 # Every API area, each with `setup_routes(app)`; the OpenAPI document lists them in this order.
 ROUTE_AREAS = (snapshot_routes, knob_routes, change_routes, template_routes, batch_routes, catalog_routes,
-               health_routes, openapi_routes, stream_routes, threshold_routes, alert_routes, history_routes)
+               health_routes, openapi_routes, stream_routes, threshold_routes, alert_routes, history_routes,
+               optimizer_routes)
 
 
 def create_app(settings: ControllerSettings, *, registry: CollectorRegistry | None = None, clock: Clock | None = None,
@@ -86,6 +88,13 @@ async def _knob_changes(s: Services) -> AsyncIterator[None]:
     await s.knob_changes.close()
 
 
+async def _optimizer(s: Services) -> AsyncIterator[None]:
+    """Models, replay rows and analyses loaded (after history and the knob change log it reads), learning started."""
+    await s.optimizer.open()
+    yield
+    await s.optimizer.close()
+
+
 async def _link(s: Services) -> AsyncIterator[None]:
     """Bind the agent link: CURVE with the keys and allow-list (missing ones stop the start), or plaintext if insecure."""
     s.link.start(None if s.settings.insecure else load_server_keys(s.settings), s.audit)
@@ -105,4 +114,4 @@ async def _periodic(s: Services) -> AsyncIterator[None]:
 # The rule: a store opens before anything that reads or writes it, and the agent link opens
 # last but one, so no sample or acknowledgement arrives before every observer of it is open;
 # the periodic work starts after the link and stops first.
-LIFECYCLE: tuple[Context, ...] = (_audit, _desired, _history, _alerts, _knob_changes, _link, _periodic)
+LIFECYCLE: tuple[Context, ...] = (_audit, _desired, _history, _alerts, _knob_changes, _optimizer, _link, _periodic)

@@ -29,6 +29,8 @@ from controller.link.ingest import Ingest
 from controller.link.router import AgentLink
 from controller.live.snapshot import Rendered, SnapshotCache, render
 from controller.live.state import LiveState
+from controller.optimizer.replay import ReplayClient
+from controller.optimizer.service import OptimizerService
 from controller.security import secret_files
 from controller.security.audit import AuditLog
 from controller.security.guard import Guard
@@ -71,6 +73,7 @@ class Services:
     templates: TemplateStore          # built-in and user configuration templates
     batch: BatchApplier               # batch apply (templates go through it too)
     stream: StreamHub                 # Socket.IO and WebSocket clients, the per-tick fan-out
+    optimizer: OptimizerService       # models, what-if replays, analyses (docs/optimizer.md)
     openapi: ApiDocument              # the OpenAPI document, rendered at startup from the routes
 
 
@@ -98,7 +101,16 @@ def build_services(settings: ControllerSettings, registry: CollectorRegistry, cl
                           settings.data_file("alerts.json"), settings.alerts_keep_resolved,
                           settings.alerts_keep_resolved_days)
 
-    ingest = Ingest(topology, live, knob_sync, link, on_rejected=lambda _: telemetry.link_rejected.inc())
+    replay = ReplayClient(link.send_to_station, clock)
+    optimizer = OptimizerService(
+        topology, clock, events, registry, history, knob_changes, knob_sync, live, replay,
+        settings.data_file("optimizer"), learn=settings.optimizer_learning,
+        learn_interval_s=settings.optimizer_learn_interval_s, retrain_every_s=settings.optimizer_retrain_s,
+        lookback_s=settings.optimizer_lookback_s, train_budget_s=settings.optimizer_train_budget_s,
+        min_rows=settings.optimizer_min_rows, keep_analyses_s=settings.optimizer_keep_analyses_s)
+
+    ingest = Ingest(topology, live, knob_sync, link, on_rejected=lambda _: telemetry.link_rejected.inc(),
+                    on_evaluation=replay.on_evaluation)
     ingest.attach()
     ingest.sample_observers += [history.append, alerts.observe]  # cheap, on the loop, in this order
 
@@ -117,7 +129,7 @@ def build_services(settings: ControllerSettings, registry: CollectorRegistry, cl
         snapshots=snapshots, catalog=render(catalog_document(topology), clock.wall()), history=history,
         alerts=alerts, desired=desired, knob_changes=knob_changes, knob_sync=knob_sync,
         templates=TemplateStore(DocumentFile(settings.data_file("templates.json")), clock.wall),
-        batch=BatchApplier(knob_sync, clock.wall), stream=stream, openapi=ApiDocument())
+        batch=BatchApplier(knob_sync, clock.wall), stream=stream, optimizer=optimizer, openapi=ApiDocument())
 
 
 def security_guard(settings: ControllerSettings, audit: AuditLog, clock: Clock) -> Guard:

@@ -73,6 +73,14 @@ class ControllerSettings:
     # --- knob change history: key metrics averaged over this window before and after each change
     knob_history_window_s: int = 60
     knob_history_retention_days: int = 365  # knob changes kept this long (each point's newest always: it is what runs)
+    # --- optimizer: learning by what-if replay, training, stored analyses (docs/optimizer.md)
+    optimizer_learning: bool = True         # replay-driven exploration and periodic retraining in the background
+    optimizer_learn_interval_s: int = 30    # one exploration replay (the next online point) this often
+    optimizer_retrain_s: int = 300          # retrain the models this often (and as soon as first rows exist)
+    optimizer_lookback_s: int = 3600        # live history the models learn from, besides the replay rows
+    optimizer_train_budget_s: int = 20      # CPU time one model's training may take (in the worker process)
+    optimizer_min_rows: int = 200           # fewer training rows than this: no model, nothing recommended
+    optimizer_keep_analyses_s: int = 86400  # stored analyses kept this long (at least an hour)
 
     def __post_init__(self) -> None:
         if isinstance(self.cors_origins, list):  # TOML arrays arrive as lists; keep the settings hashable

@@ -24,6 +24,9 @@ class MsgType(IntEnum):
     KNOB_SET = 3    # controller -> agent: {station, extension, version, knobs: {name: value} (full set)}
     ACK = 4         # agent -> controller: {station, extension, version, ok, errors: [{field, problem}], applied_at?}
     HEARTBEAT = 5   # either way: {sent_at}
+    EVALUATE = 6    # controller -> agent: {station, extension, request_id, candidates: [full knob sets]}
+    EVALUATION = 7  # agent -> controller: {station, extension, request_id, ok, error?, window_s, trace_s,
+                    #   conditions: {..}, results: [{windows: [[68 values] per window], send_replayed}]}
 
 
 # Fields every body of a type must carry, and their Python types after decoding.
@@ -34,7 +37,10 @@ _REQUIRED: dict[MsgType, dict[str, type | tuple[type, ...]]] = {
     MsgType.KNOB_SET: {"station": str, "extension": str, "version": int, "knobs": dict},
     MsgType.ACK: {"station": str, "extension": str, "version": int, "ok": bool, "errors": list},
     MsgType.HEARTBEAT: {"sent_at": (int, float)},
+    MsgType.EVALUATE: {"station": str, "extension": str, "request_id": str, "candidates": list},
+    MsgType.EVALUATION: {"station": str, "extension": str, "request_id": str, "ok": bool, "results": list},
 }
+MAX_CANDIDATES = 16   # knob sets per EVALUATE: 16 x 60 s of 1 s windows x 68 values stays far below MAX_FRAME_BYTES
 
 
 class ProtocolError(ValueError):
@@ -75,6 +81,10 @@ def decode(frame: bytes) -> Message:
             raise ProtocolError(f"{mtype.name.lower()}.{name} missing or of the wrong type")
     if mtype is MsgType.SAMPLE and len(body["metrics"]) != METRIC_COUNT:
         raise ProtocolError(f"sample.metrics has {len(body['metrics'])} values, expected {METRIC_COUNT}")
+    if mtype is MsgType.EVALUATE and not all(isinstance(c, dict) for c in body["candidates"]):
+        raise ProtocolError("evaluate.candidates must be a list of knob sets (maps)")
+    if mtype is MsgType.EVALUATION:
+        _check_evaluation(body)
     return Message(mtype, body)
 
 
@@ -107,3 +117,27 @@ def ack(station: str, extension: str, version: int, ok: bool, errors: list[dict[
 
 def heartbeat(sent_at: float) -> Message:
     return Message(MsgType.HEARTBEAT, {"sent_at": sent_at})
+
+
+def evaluate(station: str, extension: str, request_id: str, candidates: list[dict[str, Any]]) -> Message:
+    """Ask an agent to replay its recent trace of `extension` under each full knob set of `candidates`."""
+    return Message(MsgType.EVALUATE, {"station": station, "extension": extension, "request_id": request_id,
+                                      "candidates": candidates})
+
+
+def evaluation(station: str, extension: str, request_id: str, ok: bool, results: list[dict[str, Any]] | None = None,
+               error: str | None = None, **extra: Any) -> Message:
+    """The replay's answer: per candidate its windows of 68 values (catalog order) and whether send knobs were
+    re-simulated; `extra` carries window_s, trace_s and the trace's conditions."""
+    body: dict[str, Any] = {"station": station, "extension": extension, "request_id": request_id, "ok": ok,
+                            "results": results or [], **extra}
+    if error is not None:
+        body["error"] = error
+    return Message(MsgType.EVALUATION, body)
+
+
+def _check_evaluation(body: dict[str, Any]) -> None:
+    for i, result in enumerate(body["results"]):
+        windows = result.get("windows") if isinstance(result, dict) else None
+        if not isinstance(windows, list) or not all(isinstance(w, list) and len(w) == METRIC_COUNT for w in windows):
+            raise ProtocolError(f"evaluation.results[{i}].windows must be lists of {METRIC_COUNT} values")

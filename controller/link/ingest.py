@@ -24,20 +24,22 @@ class Ingest:
     """
 
     def __init__(self, topology: Topology, live: LiveState, knobs: KnobSync, link: AgentLink,
-                 on_rejected: Callable[[str], None] | None = None) -> None:
+                 on_rejected: Callable[[str], None] | None = None,
+                 on_evaluation: Callable[[Point, dict], None] | None = None) -> None:
         self.topology = topology
         self.live = live
         self.knobs = knobs
         self.link = link
         self.rejected = 0
         self.on_rejected = on_rejected
+        self.on_evaluation = on_evaluation   # the optimizer's replay client
         # Called with every accepted Sample after the live state took it, on the event loop:
         # the history store and the alert engine. Keep them cheap.
         self.sample_observers: list[SampleObserver] = []
 
     def table(self) -> dict[MsgType, Handler]:
         return {MsgType.HELLO: self.hello, MsgType.SAMPLE: self.sample,
-                MsgType.ACK: self.ack, MsgType.HEARTBEAT: self.heartbeat}
+                MsgType.ACK: self.ack, MsgType.HEARTBEAT: self.heartbeat, MsgType.EVALUATION: self.evaluation}
 
     def attach(self) -> None:
         for mtype, handler in self.table().items():
@@ -111,6 +113,14 @@ class Ingest:
         if isinstance(applied_at, bool) or not isinstance(applied_at, (int, float)) or not math.isfinite(applied_at):
             applied_at = None
         self.knobs.on_ack(point, body["version"], body["ok"], body["errors"], applied_at)
+
+    async def evaluation(self, peer: Peer, msg: Message) -> None:
+        point = self._point(msg.body)
+        if point is None or not self._speaks_for(peer, point.station, "EVALUATION"):
+            return
+        self.live.agent_seen(point.station)
+        if self.on_evaluation is not None:
+            self.on_evaluation(point, msg.body)
 
     async def heartbeat(self, peer: Peer, msg: Message) -> None:
         # No station in the body: the one learned for this connection, or (CURVE) the key's.

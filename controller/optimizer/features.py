@@ -24,6 +24,7 @@ CONDITIONS: tuple[str, ...] = ("delay_ms", "jitter_ms", "loss_rate", "burst_leng
                                "corruption_rate", "bandwidth_kbps", "noise_dbfs", "echo_gain_db", "echo_delay_ms")
 SIBLING: tuple[str, ...] = ("delay_ms", "jitter_ms", "loss_rate")
 CONTEXT: tuple[str, ...] = ("host_cpu", "hour_sin", "hour_cos", "replayed")
+HOUR_FEATURES: tuple[str, ...] = ("hour_sin", "hour_cos")
 
 KNOB_FEATURES: tuple[str, ...] = tuple(f"knob.{k.name}" for k in SEARCHABLE)
 FEATURE_NAMES: tuple[str, ...] = (KNOB_FEATURES + tuple(f"cond.{c}" for c in CONDITIONS)

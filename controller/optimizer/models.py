@@ -102,17 +102,31 @@ class ModelReport:
 
 class QuantileModel:
     def __init__(self, booster: xgb.Booster, target: str, feature_names: tuple[str, ...], offset: float,
-                 alphas: tuple[float, float, float], report: ModelReport) -> None:
+                 alphas: tuple[float, float, float], report: ModelReport, ignored: tuple[str, ...] = ()) -> None:
         self.booster, self.target, self.feature_names = booster, target, feature_names
         self.offset, self.alphas, self.report = offset, alphas, report
+        self.ignored = ignored
+        self._ignored_idx = [feature_names.index(n) for n in ignored if n in feature_names]
+
+    def _masked(self, features: np.ndarray) -> np.ndarray:
+        """Features the model was told to ignore are missing for it, in training and prediction alike."""
+        X = np.array(features, dtype=np.float32, copy=bool(self._ignored_idx))
+        if self._ignored_idx:
+            X[:, self._ignored_idx] = np.nan
+        return X
 
     @classmethod
     def train(cls, data: TrainingSet, target: str, *, monotone: Mapping[str, int] | None = None,
               coverage: float = 0.8, min_rows: int = 200, seed: int = 0, max_rounds: int = 300,
-              time_budget_s: float = 20.0, trained_at: float | None = None) -> QuantileModel:
+              time_budget_s: float = 20.0, trained_at: float | None = None,
+              ignore: tuple[str, ...] = ()) -> QuantileModel:
+        """`ignore`: features to treat as missing (e.g. the hour of day while history spans less than two days,
+        when it would only stand for "recently" and tie the configuration to the clock)."""
         started = time.monotonic()
         keep = ~np.isnan(data.target)
-        X, y, t = data.features[keep], data.target[keep], data.times[keep]
+        names = list(data.feature_names)
+        X = cls(None, target, tuple(names), 0.0, (0.1, 0.5, 0.9), _EMPTY, ignore)._masked(data.features[keep])
+        y, t = data.target[keep], data.times[keep]
         groups = data.groups[keep] if data.groups is not None else np.arange(len(y))
         if len(y) < min_rows:
             raise NotEnoughData(f"{target}: {len(y)} rows with a value, {min_rows} needed")
@@ -122,7 +136,6 @@ class QuantileModel:
                                 "part of 20 rows each")
         half = (1 - coverage) / 2
         alphas = (half, 0.5, 1 - half)
-        names = list(data.feature_names)
         constraints = tuple(int((monotone or {}).get(n, 0)) for n in names)
         params = {"objective": "reg:quantileerror", "quantile_alpha": np.array(alphas), "tree_method": "hist",
                   "max_depth": 6, "eta": 0.08, "min_child_weight": 4, "subsample": 0.9, "colsample_bytree": 0.8,
@@ -137,13 +150,13 @@ class QuantileModel:
                             early_stopping_rounds=25, verbose_eval=False, callbacks=[budget])
         rounds = booster.best_iteration + 1 if hasattr(booster, "best_iteration") else booster.num_boosted_rounds()
         booster = booster[:rounds]
-        raw = cls(booster, target, tuple(names), 0.0, alphas, _EMPTY)
+        raw = cls(booster, target, tuple(names), 0.0, alphas, _EMPTY, ignore)
         pc = raw.predict(X[calib])
         scores = np.maximum(pc.lo - y[calib], y[calib] - pc.hi)
         n = len(scores)
         level = min(1.0, math.ceil((n + 1) * coverage) / n)
         offset = float(np.quantile(scores, level, method="higher"))
-        model = cls(booster, target, tuple(names), offset, alphas, _EMPTY)
+        model = cls(booster, target, tuple(names), offset, alphas, _EMPTY, ignore)
         pt, pr = model.predict(X[test]), raw.predict(X[test])
         inside = (y[test] >= pt.lo) & (y[test] <= pt.hi)
         raw_inside = (y[test] >= pr.lo) & (y[test] <= pr.hi)
@@ -155,7 +168,7 @@ class QuantileModel:
         return model
 
     def predict(self, features: np.ndarray) -> Prediction:
-        d = xgb.DMatrix(np.asarray(features, dtype=np.float32), feature_names=list(self.feature_names),
+        d = xgb.DMatrix(self._masked(features), feature_names=list(self.feature_names),
                         missing=np.nan)
         q = np.sort(np.asarray(self.booster.predict(d), dtype=float).reshape(len(features), 3), axis=1)
         lo, med, hi = q[:, 0] - self.offset, q[:, 1], q[:, 2] + self.offset
@@ -164,7 +177,8 @@ class QuantileModel:
 
     def to_bytes(self) -> bytes:
         meta = json.dumps({"format": _FORMAT, "target": self.target, "features": list(self.feature_names),
-                           "offset": self.offset, "alphas": list(self.alphas), "report": asdict(self.report)}).encode()
+                           "offset": self.offset, "alphas": list(self.alphas), "report": asdict(self.report),
+                           "ignored": list(self.ignored)}).encode()
         raw = bytes(self.booster.save_raw("ubj"))
         buf = io.BytesIO()
         buf.write(len(meta).to_bytes(4, "big"))
@@ -181,14 +195,14 @@ class QuantileModel:
         booster = xgb.Booster()
         booster.load_model(bytearray(blob[4 + size:]))
         return cls(booster, meta["target"], tuple(meta["features"]), float(meta["offset"]), tuple(meta["alphas"]),
-                   ModelReport(**meta["report"]))
+                   ModelReport(**meta["report"]), tuple(meta.get("ignored", ())))
 
 
 def train_in_pool(data: TrainingSet, target: str, monotone: dict[str, int], coverage: float, seed: int,
-                  time_budget_s: float, trained_at: float) -> bytes:
+                  time_budget_s: float, trained_at: float, ignore: tuple[str, ...] = (), min_rows: int = 200) -> bytes:
     """A ProcessPoolExecutor worker's entry: train and return the model's bytes."""
-    model = QuantileModel.train(data, target, monotone=monotone, coverage=coverage, seed=seed,
-                                time_budget_s=time_budget_s, trained_at=trained_at)
+    model = QuantileModel.train(data, target, monotone=monotone, coverage=coverage, seed=seed, min_rows=min_rows,
+                                time_budget_s=time_budget_s, trained_at=trained_at, ignore=ignore)
     return model.to_bytes()
 
 

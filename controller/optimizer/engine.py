@@ -1,0 +1,267 @@
+"""The analysis engine: what a point measures now, what the models predict for candidates, and proposals.
+
+For a point, `state` reads today's figures from metric history (the mean of each target over
+the last `now_window_s`), its current desired knob set and the conditions of its newest
+sample. `propose` draws candidates in the trust region (search.py), scores them with the
+trained models and, when the point's agent is online, checks the best few by what-if replay
+on the agent (baseline and candidates on the same recorded trace, so the difference is paired
+and the noise small): a candidate that replay measures as not better is dropped, and one that
+replay confirms carries both kinds of evidence. Replayed windows also become training rows.
+"""
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from controller.clock import Clock
+from controller.optimizer import features as F
+from controller.optimizer.dataset import RowBank, replay_rows
+from controller.optimizer.proposal import Interval, Mode, Proposal
+from controller.optimizer.replay import ReplayAnswer, ReplayClient, ReplayUnavailable
+from controller.optimizer.search import Scored, move_weights, sample_candidates, score
+from controller.optimizer.targets import (
+    MINIMIZE,
+    TARGETS,
+    Constraints,
+    Target,
+    columns_for,
+    metric_index,
+    target_series,
+)
+from controller.optimizer.trainer import ModelSet
+from shared.knobs import KNOBS_BY_NAME, Acts, KnobType
+from shared.topology import Point
+
+log = logging.getLogger("tpmon.controller.optimizer")
+
+REPLAY_SIGMAS = 2.0    # a replayed difference counts when it is this many standard errors from zero
+
+
+@dataclass
+class PointNow:
+    """What a point runs and measures now."""
+    point: Point
+    knobs: dict[str, Any]
+    version: int
+    now: dict[str, float | None]          # target key -> mean over the last now_window_s (None: no value)
+    samples: int                          # samples that window held
+    context: np.ndarray                   # the non-knob features under today's conditions
+    conditions: Mapping[str, Any] = field(default_factory=dict)
+    pending: bool = False                 # the agent does not run the desired version yet
+
+
+@dataclass
+class Outcome:
+    """What propose found for one point: a Proposal, or why there is none."""
+    point: Point
+    proposal: Proposal | None
+    reason: str | None = None
+    candidates: int = 0                   # candidates scored
+    supported: int = 0                    # of them supported by the models
+
+
+class AnalysisEngine:
+    def __init__(self, history: Any, knob_sync: Any, live: Any, models: ModelSet, bank: RowBank,
+                 replay: ReplayClient | None, clock: Clock, *, now_window_s: float = 60.0, window_s: float = 3.0,
+                 candidates: int = 2000, replay_top: int = 3, replay_timeout_s: float = 60.0, seed: int = 0) -> None:
+        self.history, self.knob_sync, self.live = history, knob_sync, live
+        self.models, self.bank, self.replay, self.clock = models, bank, replay, clock
+        self.now_window_s, self.window_s = now_window_s, window_s
+        self.candidates, self.replay_top, self.replay_timeout_s = candidates, replay_top, replay_timeout_s
+        self.rng = np.random.default_rng(seed)
+
+    # --- today's figures ------------------------------------------------------------------
+
+    async def state(self, point: Point, keys: Sequence[str]) -> PointNow:
+        desired = self.knob_sync.store.get(point)
+        end = self.clock.wall()
+        await self.history.flush()
+        wanted = tuple(dict.fromkeys(list(keys) + ["performance.cpu_usage"]))
+        columns = columns_for(wanted)
+        rows = await self.history.query(point, "raw", int((end - self.now_window_s) * 1000), int(end * 1000 + 1),
+                                        columns)
+        series = target_series(rows.ts / 1000.0, {c: rows.values[:, i] for i, c in enumerate(columns)}, wanted)
+        now = {k: _mean(series[k]) for k in wanted}
+        live = self.live.points[point]
+        sibling = self.live.points[Point(point.station, "4444" if point.extension == "3333" else "3333")]
+        context = F.context_vector(live.conditions, sibling.conditions, now.get("performance.cpu_usage"), end,
+                                   replayed=False)
+        return PointNow(point, dict(desired.knobs), desired.version, now, len(rows.ts), context, live.conditions,
+                        pending=live.applied_version != desired.version)
+
+    # --- proposals -------------------------------------------------------------------------
+
+    async def propose(self, point: Point, goal: Target, constraints: Constraints, mode: Mode,
+                      avoid: Sequence[Mapping[str, Any]] = (), secondary: Target | None = None,
+                      use_replay: bool = True) -> Proposal | None:
+        """auto-tune's entry (the Proposer protocol): the best supported change, or None."""
+        return (await self.outcome(point, goal, constraints, mode, avoid, secondary, use_replay)).proposal
+
+    async def outcome(self, point: Point, goal: Target, constraints: Constraints, mode: Mode,
+                      avoid: Sequence[Mapping[str, Any]] = (), secondary: Target | None = None,
+                      use_replay: bool = True) -> Outcome:
+        keys = [goal.key, *(t.key for t in constraints.targets), *((secondary.key,) if secondary else ())]
+        missing = [k for k in dict.fromkeys(keys) if k not in self.models.models]
+        if missing:
+            why = "; ".join(f"{k}: {self.models.last_run.missing.get(k, 'not trained yet')}" for k in missing)
+            return Outcome(point, None, f"too little data: no model of {why}")
+        now = await self.state(point, keys)
+        if now.samples < 10:
+            return Outcome(point, None, f"too few recent samples ({now.samples} in the last {self.now_window_s:.0f} s)")
+        if now.pending:
+            return Outcome(point, None, "a knob change is still pending on the agent")
+        drawn = sample_candidates(now.knobs, mode, self.candidates, self.rng, move_weights(goal.key))
+        drawn = [c for c in drawn if not any(_near(c, bad) for bad in avoid)]
+        scored = score(self.models.models, goal, constraints, now.now, now.knobs, drawn, now.context, secondary)
+        if not scored:
+            return Outcome(point, None, "no candidate whose pessimistic prediction improves "
+                                        f"{goal.key} inside the constraints", len(drawn), 0)
+        chosen, delta, evidence = scored[0], {}, ("model",)
+        if use_replay and self.replay is not None and self.live.agent_online(point.station):
+            verdicts = await self.replay_check(now, [c.partial for c in scored[: self.replay_top]], goal, constraints)
+            if verdicts is not None:
+                confirmed = [(c, v) for c, v in zip(scored, verdicts) if v.status != "refuted"]
+                if not confirmed:
+                    return Outcome(point, None, "replay on the agent measured none of the models' best candidates "
+                                                "as better", len(drawn), len(scored))
+                chosen, verdict = confirmed[0]
+                delta = verdict.measured
+                evidence = ("replay", "model") if verdict.status == "confirmed" else ("model",)
+        return Outcome(point, self._proposal(now, goal, chosen, delta, evidence), None, len(drawn), len(scored))
+
+    def _proposal(self, now: PointNow, goal: Target, chosen: Scored, delta: dict[str, float],
+                  evidence: tuple[str, ...]) -> Proposal:
+        set_id = f"cs_{now.point.station}_{now.point.extension}_{now.version + 1}"
+        return Proposal(now.point, chosen.partial, {k: now.knobs[k] for k in chosen.partial},
+                        {set_id: tuple(chosen.partial)}, goal.key, dict(now.now), chosen.predicted,
+                        chosen.confidence, chosen.risk_probability, evidence, replay_delta=delta,
+                        base_version=now.version)
+
+    async def replay_check(self, now: PointNow, partials: Sequence[Mapping[str, Any]], goal: Target,
+                           constraints: Constraints) -> list[ReplayVerdict] | None:
+        """Replay today's set and each partial set on the agent's trace: a verdict per partial, or None
+        when replay could not answer (the models' word then stands alone). The windows become rows."""
+        sets = [now.knobs] + [{**now.knobs, **c} for c in partials]
+        try:
+            answer = await self.replay.evaluate(now.point, sets, self.replay_timeout_s)
+        except ReplayUnavailable as exc:
+            log.info("replay of %s unavailable: %s", now.point.id, exc)
+            return None
+        self.keep_replay(answer, now)
+        keys = [goal.key, *(t.key for t in constraints.targets)]
+        effects = replay_effects(answer, keys)
+        return [_verdict(partial, result.send_replayed, effect, goal, constraints, now.now)
+                for partial, result, effect in zip(partials, answer.results[1:], effects[1:])]
+
+    def keep_replay(self, answer: ReplayAnswer, now: PointNow) -> None:
+        sibling = self.live.points[Point(now.point.station, "4444" if now.point.extension == "3333" else "3333")]
+        block = replay_rows(now.point, [r.knobs for r in answer.results], [r.windows for r in answer.results],
+                            answer.window_s, answer.conditions, sibling.conditions, now.now.get("performance.cpu_usage"),
+                            self.clock.wall(), self.window_s)
+        self.bank.add(block)
+
+    # --- prediction --------------------------------------------------------------------------
+
+    async def predict(self, point: Point, partial: Mapping[str, Any], keys: Sequence[str]) -> dict[str, Any]:
+        """Today's value, the predicted median and interval, and the confidence of each target under `partial`."""
+        now = await self.state(point, keys)
+        X = F.rows(np.stack([F.knob_vector({**now.knobs, **partial}), F.knob_vector(now.knobs)]), now.context)
+        out: dict[str, Any] = {}
+        for key in keys:
+            model = self.models.models.get(key)
+            if model is None:
+                out[key] = {"current": now.now.get(key), "predicted": None,
+                            "reason": self.models.last_run.missing.get(key, "no model trained yet")}
+                continue
+            p = model.predict(X)
+            current = now.now.get(key)
+            target = TARGETS[key]
+            ref = float(p.median[1]) if current is None else current
+            below = float(p.probability_below(ref)[0])
+            better = below if target.direction == MINIMIZE else 1.0 - below
+            out[key] = {"current": current, "predicted": float(p.median[0]),
+                        "interval": Interval(float(p.lo[0]), float(p.median[0]), float(p.hi[0])).to_json(),
+                        "confidence": round(better, 3), "unit": target.unit,
+                        "coverage": model.report.nominal_coverage}
+        return out
+
+
+def replay_effects(answer: ReplayAnswer, keys: Sequence[str]) -> list[dict[str, tuple[float, float]]]:
+    """Per replayed set, each target's mean difference to the first set (today's) and its standard error.
+
+    Windows are paired (the same trace), so the error is that of the per-window differences."""
+    keys = list(dict.fromkeys(keys))
+    columns = columns_for(keys)
+    per_set = []
+    for result in answer.results:
+        w = result.windows
+        ts = answer.window_s * np.arange(len(w))
+        per_set.append(target_series(ts, {c: w[:, metric_index(c)] for c in columns}, keys))
+    base = per_set[0]
+    out = []
+    for series in per_set:
+        effect = {}
+        for k in keys:
+            n = min(len(series[k]), len(base[k]))
+            d = series[k][:n] - base[k][:n]
+            d = d[~np.isnan(d)]
+            effect[k] = (float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d)))) if len(d) > 1 else (math.nan, math.nan)
+        out.append(effect)
+    return out
+
+
+@dataclass(frozen=True)
+class ReplayVerdict:
+    status: str                        # confirmed | refuted | unanswerable (send knobs of a real source)
+    measured: dict[str, float]         # target -> replayed mean difference to today's set
+    reason: str = ""
+
+
+def _verdict(partial: Mapping[str, Any], send_replayed: bool, effect: Mapping[str, tuple[float, float]], goal: Target,
+             constraints: Constraints, today: Mapping[str, float | None]) -> ReplayVerdict:
+    measured = {k: v[0] for k, v in effect.items() if not math.isnan(v[0])}
+    if not send_replayed and any(KNOBS_BY_NAME[k].acts is Acts.SEND for k in partial):
+        return ReplayVerdict("unanswerable", {}, "send knobs cannot be replayed from a real source's packets")
+    mean, se = effect.get(goal.key, (math.nan, math.nan))
+    gain = -mean if goal.direction == MINIMIZE else mean
+    if not gain > max(REPLAY_SIGMAS * se, 0.0):
+        return ReplayVerdict("refuted", measured, f"replay measured {goal.key} {mean:+.4g} (standard error {se:.2g})")
+    broken = [lim.name for lim in constraints.limits if _breaks(lim, today.get(lim.target.key), effect.get(lim.target.key))]
+    if broken:
+        return ReplayVerdict("refuted", measured, f"replay breaks {', '.join(broken)}")
+    return ReplayVerdict("confirmed", measured)
+
+
+def _breaks(limit: Any, today: float | None, effect: tuple[float, float] | None) -> bool:
+    """Would today's value moved by the replayed difference break the limit (or, broken already, worsen)?"""
+    if today is None or effect is None or math.isnan(effect[0]):
+        return False
+    after = today + effect[0]
+    if limit.broken_by(today):
+        return (after > today) if limit.target.direction == MINIMIZE else (after < today)
+    return limit.broken_by(after)
+
+
+def _near(candidate: Mapping[str, Any], bad: Mapping[str, Any]) -> bool:
+    """A candidate is in a bad region when it moves the same knobs the same way, within 10 % of their range."""
+    if set(candidate) != set(bad):
+        return False
+    for name, value in candidate.items():
+        knob = KNOBS_BY_NAME[name]
+        if knob.type in (KnobType.BOOL, KnobType.ENUM):
+            if value != bad[name]:
+                return False
+        elif abs(float(value) - float(bad[name])) > 0.1 * (float(knob.maximum) - float(knob.minimum)):
+            return False
+    return True
+
+
+def _mean(column: np.ndarray) -> float | None:
+    present = column[~np.isnan(column)]
+    return float(present.mean()) if len(present) else None
+

@@ -1,0 +1,126 @@
+"""How the optimizer learns: what-if replays that explore the knob space, and periodic retraining.
+
+Live history at defaults says little about what knobs do, so every `interval_s` the learner
+takes the next online point (round robin) and asks its agent to replay its recent trace under
+today's set, `explore` random candidates of the widest trust region (weighted toward the knob
+categories that act on the core targets) and, once models exist, the models' best candidate
+for each core target (so what the models believe is checked where it matters). The windows
+become training rows. Every `retrain_every_s` (and at the first chance after the first replay
+rows arrive) the models are retrained on those rows plus `lookback_s` of live history, which
+includes the live outcomes of every change applied (they are history samples under a version).
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+
+import numpy as np
+
+from controller.clock import Clock
+from controller.optimizer.dataset import RowBank, RowBlock, history_rows
+from controller.optimizer.engine import AnalysisEngine
+from controller.optimizer.proposal import Mode
+from controller.optimizer.replay import ReplayUnavailable
+from controller.optimizer.search import PRIOR, move_weights, sample_candidates, score
+from controller.optimizer.targets import LATENCY, QUALITY, RESIDUAL_LOSS, TARGETS, UNDERFLOWS, Constraints
+from controller.optimizer.trainer import ModelSet, TrainingRun
+from shared.topology import Point, Topology
+
+log = logging.getLogger("tpmon.controller.optimizer")
+
+CORE_TARGETS: tuple[str, ...] = (LATENCY.key, QUALITY.key, RESIDUAL_LOSS.key, UNDERFLOWS.key)
+
+
+class Learner:
+    def __init__(self, engine: AnalysisEngine, models: ModelSet, bank: RowBank, history: object,
+                 knob_set_at: object, topology: Topology, clock: Clock, *, interval_s: float = 30.0, explore: int = 8,
+                 retrain_every_s: float = 300.0, lookback_s: float = 3600.0, seed: int = 1) -> None:
+        self.engine, self.models, self.bank = engine, models, bank
+        self.history, self.knob_set_at, self.topology, self.clock = history, knob_set_at, topology, clock
+        self.interval_s, self.explore, self.retrain_every_s, self.lookback_s = (
+            interval_s, explore, retrain_every_s, lookback_s)
+        self.targets: set[str] = set(CORE_TARGETS)
+        self.replays = self.replay_failures = 0
+        self.rng = np.random.default_rng(seed)
+        self._next = 0
+        self._last_train = clock.monotonic()   # the first periodic training waits a full period
+        self._rows_at_train = -1
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._forever())
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except asyncio.CancelledError:
+                pass
+            self._task = None
+
+    def want(self, keys: Iterable[str]) -> None:
+        """Targets an analysis asked for get a model at the next training."""
+        self.targets.update(k for k in keys if k in TARGETS)
+
+    async def _forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.interval_s)
+            try:
+                await self.step()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a failed round is logged; the next one starts afresh
+                log.exception("optimizer learning round failed")
+
+    async def step(self) -> None:
+        point = self._next_online()
+        if point is not None and self.engine.replay is not None:
+            await self.explore_point(point)
+        first_rows = len(self.bank.rows) > 0 and self._rows_at_train < 0 and not self.models.models
+        if first_rows or self.clock.monotonic() - self._last_train >= self.retrain_every_s:
+            await self.retrain()
+
+    def _next_online(self) -> Point | None:
+        points = self.topology.points
+        for i in range(len(points)):
+            point = points[(self._next + i) % len(points)]
+            if self.engine.live.agent_online(point.station):
+                self._next = (self._next + i + 1) % len(points)
+                return point
+        return None
+
+    async def explore_point(self, point: Point) -> int:
+        """Replay today's set, random candidates and the models' best ones on `point`'s agent; rows kept."""
+        now = await self.engine.state(point, CORE_TARGETS)
+        if now.pending or now.samples < 10:
+            return 0
+        weights = np.mean([move_weights(t) for t in PRIOR], axis=0)
+        candidates = sample_candidates(now.knobs, Mode.AGGRESSIVE, self.explore, self.rng, weights)
+        for key in CORE_TARGETS:
+            if self.models.models:
+                drawn = sample_candidates(now.knobs, Mode.BALANCED, 500, self.rng, move_weights(key))
+                best = score(self.models.models, TARGETS[key], Constraints(), now.now, now.knobs, drawn, now.context)
+                candidates += [b.partial for b in best[:1]]
+        sets = [now.knobs] + [{**now.knobs, **c} for c in candidates]
+        try:
+            answer = await self.engine.replay.evaluate(point, sets, self.engine.replay_timeout_s)
+        except ReplayUnavailable as exc:
+            self.replay_failures += 1
+            log.info("exploration replay on %s unavailable: %s", point.id, exc)
+            return 0
+        self.engine.keep_replay(answer, now)
+        self.replays += 1
+        return len(answer.results)
+
+    async def retrain(self) -> TrainingRun:
+        end = self.clock.wall()
+        live = await history_rows(self.history, self.knob_set_at, self.topology.points, end - self.lookback_s, end,
+                                  self.engine.window_s)
+        rows = RowBlock.join([self.bank.rows, live])
+        self._rows_at_train = len(self.bank.rows)
+        self._last_train = self.clock.monotonic()
+        run = await self.models.train(rows, sorted(self.targets))
+        await asyncio.to_thread(self.bank.save)
+        return run

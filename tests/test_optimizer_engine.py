@@ -1,0 +1,186 @@
+"""Dataset, models, search and engine together on a real history store fed a world with a known effect.
+
+The world: a point whose jitter makes the playout run dry unless the playout delay holds
+enough audio back (underflows per second fall with playout_delay / jitter), and whose
+latency grows one for one with the playout delay. Live history holds windows under many
+knob versions; the engine must learn that, propose a longer delay when underflows are the
+goal, respect a latency ceiling, and propose nothing where the models cannot support it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from controller.optimizer.dataset import RowBank, RowBlock, history_rows, windowed
+from controller.optimizer.engine import AnalysisEngine
+from controller.optimizer.features import FEATURE_INDEX
+from controller.optimizer.proposal import Mode
+from controller.optimizer.targets import LATENCY, UNDERFLOWS, Constraints, constraints_of
+from controller.optimizer.trainer import ModelSet
+from controller.sample import Sample
+from shared.knobs import defaults
+from shared.metrics import METRICS
+from shared.topology import Point
+from tests.history_feed import Clocks
+
+POINT = Point("Station-7", "3333")
+SIBLING = Point("Station-7", "4444")
+INDEX = {m.key: i for i, m in enumerate(METRICS)}
+JITTER = 60.0
+EVERY = 0.5
+
+
+def underflow_rate(playout: float, jitter: float) -> float:
+    return 6.0 * np.exp(-playout / jitter)
+
+
+@dataclass
+class World:
+    rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(7))
+    knob_sets: dict[int, dict[str, Any]] = field(default_factory=dict)
+    underflows: float = 0.0
+    received: float = 0.0
+
+    def samples(self, point: Point, start: float, version: int, playout: int, n: int, seq0: int) -> list[Sample]:
+        knobs = {**defaults(), "playout_delay": playout, "jitter_buffer_depth": max(200, playout)}
+        self.knob_sets[version] = knobs
+        out = []
+        for i in range(n):
+            self.underflows += self.rng.poisson(underflow_rate(playout, JITTER) * EVERY)
+            self.received += 25
+            values: list[Any] = [None] * len(METRICS)
+            values[INDEX["latency.end_to_end"]] = 40.0 + playout + self.rng.normal(0, 3)
+            values[INDEX["buffer.underflow_count"]] = int(self.underflows)
+            values[INDEX["packet.loss_count"]] = 0
+            values[INDEX["packet.received_count"]] = int(self.received)
+            values[INDEX["audioQuality.mos_score"]] = 4.2 - 0.3 * underflow_rate(playout, JITTER)
+            values[INDEX["audioQuality.snr"]] = 25.0
+            values[INDEX["performance.cpu_usage"]] = 10.0
+            out.append(Sample(point, seq0 + i, start + i * EVERY, values, version,
+                              {"jitter_ms": JITTER, "delay_ms": 70.0, "loss_rate": 0.002}))
+        return out
+
+
+class FakeDesired:
+    def __init__(self, knobs: dict[str, Any], version: int) -> None:
+        self.knobs, self.version = knobs, version
+
+
+@dataclass
+class FakePointLive:
+    conditions: dict[str, Any]
+    applied_version: int
+
+
+class FakeLive:
+    def __init__(self, version: int) -> None:
+        cond = {"jitter_ms": JITTER, "delay_ms": 70.0, "loss_rate": 0.002}
+        self.points = {POINT: FakePointLive(cond, version), SIBLING: FakePointLive(cond, 1)}
+
+    def agent_online(self, station: str) -> bool:
+        return False   # no replay in this test: the models' word alone
+
+
+class FakeSync:
+    def __init__(self, knobs: dict[str, Any], version: int) -> None:
+        self.store = self
+        self._desired = FakeDesired(knobs, version)
+
+    def get(self, point: Point) -> FakeDesired:
+        return self._desired
+
+
+@pytest.fixture
+async def learned(tmp_path: Path):
+    clocks = Clocks()
+    store = clocks.store(tmp_path / "history.sqlite")
+    store.open()
+    world = World()
+    t, seq = clocks.wall, 1
+    playouts = [20, 40, 60, 80, 120, 160, 220, 300, 30, 50, 100, 140, 200, 260, 70, 90, 180, 240, 110, 45]
+    for version, playout in enumerate(playouts, start=1):
+        for s in world.samples(POINT, t, version, playout, 120, seq):
+            store.append(s)
+        t += 120 * EVERY
+        seq += 120
+    last_version = len(playouts) + 1
+    for s in world.samples(POINT, t, last_version, 40, 130, seq):   # today: a short delay, many underflows
+        store.append(s)
+    t += 130 * EVERY
+    clocks.wall = t
+    clocks.mono += 10_000
+    store.flush_now()
+
+    async def knob_set_at(point: Point, version: int) -> dict[str, Any] | None:
+        return world.knob_sets.get(version)
+
+    rows = await history_rows(store, knob_set_at, [POINT, SIBLING], clocks.wall - 4 * 3600, clocks.wall + 1, 3.0)
+    models = ModelSet(tmp_path / "models", time_budget_s=20, min_rows=100, wall=lambda: clocks.wall)
+    run = await models.train(rows, [LATENCY.key, UNDERFLOWS.key, "quality"])
+    clock = type("C", (), {"wall": staticmethod(lambda: clocks.wall), "monotonic": staticmethod(lambda: clocks.mono)})
+    engine = AnalysisEngine(store, FakeSync(world.knob_sets[last_version], last_version), FakeLive(last_version),
+                            models, RowBank(None), None, clock, now_window_s=60.0, candidates=800)
+    yield engine, rows, run, models
+    models.close()
+    store.close()
+
+
+def test_windows_never_span_versions_and_count_rates() -> None:
+    ts = np.arange(0, 12, 0.5)
+    series = {"underflows_per_s": np.full(len(ts), 2.0), "latency.end_to_end": np.arange(len(ts), dtype=float)}
+    cut = np.zeros(len(ts), dtype=np.int64)
+    cut[10] = 1
+    ends, means, last = windowed(ts, series, 3.0, cut)
+    assert list(last) == [5, 9, 15, 21]           # 0..5, 6..9 (cut), 10..15, 16..21 (22..23: a stub, dropped)
+    assert means[0, 3] == pytest.approx(2.0)
+
+
+async def test_history_rows_carry_each_windows_full_knob_set(learned) -> None:
+    _, rows, run, _ = learned
+    assert isinstance(rows, RowBlock) and len(rows) > 400
+    assert not run.missing, run.missing
+    playout = rows.features[:, FEATURE_INDEX["knob.playout_delay"]]
+    assert set(np.unique(playout)) >= {20.0, 300.0, 40.0}
+
+
+async def test_engine_proposes_a_longer_playout_delay_for_underflows(learned) -> None:
+    engine, _, _, _ = learned
+    outcome = await engine.outcome(POINT, UNDERFLOWS, Constraints(), Mode.CONSERVATIVE)
+    assert outcome.proposal is not None, outcome.reason
+    p = outcome.proposal
+    assert p.knobs.get("playout_delay", 40) > 40 or p.knobs.get("jitter_buffer_depth") is not None
+    predicted = p.predicted[UNDERFLOWS.key]
+    assert predicted.hi < p.now[UNDERFLOWS.key]          # pessimistic: even the upper end is better
+    assert predicted.lo <= predicted.median <= predicted.hi
+    assert 0.5 < p.confidence <= 1.0
+    assert p.evidence == ("model",)
+
+
+async def test_a_latency_ceiling_bounds_the_proposal(learned) -> None:
+    engine, _, _, _ = learned
+    ceiling = constraints_of(max_latency_ms=150.0)
+    outcome = await engine.outcome(POINT, UNDERFLOWS, ceiling, Mode.BALANCED)
+    assert outcome.proposal is not None, outcome.reason
+    assert outcome.proposal.predicted[LATENCY.key].hi <= 150.0
+    assert 40 < outcome.proposal.knobs["playout_delay"] <= 110   # 40 ms + playout under 150 ms, pessimistically
+
+
+async def test_nothing_is_proposed_without_a_model(learned) -> None:
+    engine, _, _, models = learned
+    del models.models[LATENCY.key]
+    outcome = await engine.outcome(POINT, LATENCY, Constraints(), Mode.BALANCED)
+    assert outcome.proposal is None and "too little data" in outcome.reason
+
+
+async def test_prediction_follows_the_learned_effect(learned) -> None:
+    engine, _, _, _ = learned
+    short = await engine.predict(POINT, {"playout_delay": 20}, [LATENCY.key, UNDERFLOWS.key])
+    long = await engine.predict(POINT, {"playout_delay": 200}, [LATENCY.key, UNDERFLOWS.key])
+    assert long[LATENCY.key]["predicted"] > short[LATENCY.key]["predicted"] + 100
+    assert long[UNDERFLOWS.key]["predicted"] < short[UNDERFLOWS.key]["predicted"]
+    interval = long[LATENCY.key]["interval"]
+    assert interval["p10"] <= interval["median"] <= interval["p90"]
