@@ -79,6 +79,8 @@ class AgentConfig:
     seed: int = _setting(1, _int(0, 2 ** 63 - 1))
     pesq_interval_s: float = _setting(10.0, _num(1.0, 3600.0))
     warmup_s: float = _setting(3.0, _num(0.0, 30.0))  # simulated audio run ahead at start: buffers fill, a PESQ exists
+    replay_trace_s: float = _setting(60.0, _num(0.0, 300.0))   # what-if replay's trace per extension; 0 = no replays
+    replay_budget_s: float = _setting(30.0, _num(1.0, 600.0))  # wall time one replay request may take in its worker
     external_command: str | list[str] = _setting("", _command)  # run after the external-knob file is written
     log_level: str = _setting("info", _text)
     curve_secret_key_file: str = _setting("", _path)        # this agent's CURVE keypair (`tpmon keys`)

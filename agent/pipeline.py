@@ -20,6 +20,7 @@ from agent.receiver import FRAME_SAMPLES, Receiver
 from agent.sim.conditions import SimConditions
 from agent.sim.source import SimPacketSource
 from agent.source import PacketSource
+from agent.trace import RecordingSource
 from shared.knobs import KNOBS
 
 FRAME_MS = 20.0
@@ -52,11 +53,13 @@ class AudioWindow:
 
 class Pipeline:
     def __init__(self, extension: str, source: PacketSource, knobs: Mapping[str, Any],
-                 chain_factory: Callable[[], Chain]) -> None:
+                 chain_factory: Callable[[], Chain], trace_ms: float = 0.0) -> None:
         self.extension = extension
         self.source = source
         self.knobs = dict(knobs)
-        self.receiver = Receiver(source, knobs)
+        # With trace_ms, the receiver takes its packets through a recorder: the what-if replay's input.
+        self.recording = RecordingSource(source, trace_ms) if trace_ms > 0 else None
+        self.receiver = Receiver(self.recording or source, knobs)
         self.chain = chain_factory()
         self.chain.configure(knobs)
         # Media indices of [chain lookahead | this frame]: the first FRAME_SAMPLES are what the output hears now.
@@ -151,6 +154,7 @@ class ExtensionPipeline(Pipeline):
     source: SimPacketSource
 
     def __init__(self, extension: str, cond: SimConditions, seed: int, knobs: Mapping[str, Any],
-                 chain_factory: Callable[[], Chain]) -> None:
-        super().__init__(extension, SimPacketSource(cond, seed, knobs), knobs, chain_factory)
+                 chain_factory: Callable[[], Chain], trace_ms: float = 0.0) -> None:
+        super().__init__(extension, SimPacketSource(cond, seed, knobs), knobs, chain_factory, trace_ms)
         self.cond = cond
+        self.seed = seed

@@ -28,6 +28,7 @@ from agent.measure.host import HostMeter
 from agent.measure.pesq_worker import PesqWorker, wideband_pesq
 from agent.measure.sample import PointMeter
 from agent.pipeline import FRAME_MS, Chain, ExtensionPipeline
+from agent.replay import WINDOW_MS, ReplayJob, ReplayWorker, candidates_problems
 from shared import protocol
 from shared.knobs import KnobProblem, validate
 from shared.metrics import METRICS
@@ -69,13 +70,18 @@ class StationAgent:
         for i, (ext, cond) in enumerate(cfg.sim.items()):
             version, knobs = self.store.load(ext)
             seed = cfg.seed * 7919 + i
-            pipe = ExtensionPipeline(ext, cond, seed, knobs, lambda s=seed: chain_factory(s))
+            pipe = ExtensionPipeline(ext, cond, seed, knobs, lambda s=seed: chain_factory(s),
+                                     trace_ms=cfg.replay_trace_s * 1000)
             self.points[ext] = PointState(ext, pipe, PointMeter(pipe, self.epoch), version, knobs)
             self.applier.apply(ext, version, knobs, wall())
             log.info("%s/%s starts on knob version %d", cfg.station, ext, version)
         self.link = link or ControllerLink(cfg.controller, cfg.station, context, curve=client_keys(cfg))
+        self.replays = ReplayWorker(cfg.replay_budget_s)
+        self._replaying: tuple[str, str, float] | None = None  # (request id, extension, trace s) in the worker
+        self._host: dict[str, Any] = {}                       # the host figures of the last sample (replays reuse them)
         self.handlers: dict[MsgType, Callable[[Message], None]] = {
-            MsgType.KNOB_SET: self.on_knob_set, MsgType.HEARTBEAT: lambda msg: None}
+            MsgType.KNOB_SET: self.on_knob_set, MsgType.HEARTBEAT: lambda msg: None,
+            MsgType.EVALUATE: self.on_evaluate}
         self.unexpected = 0
         self.frames = 0
         self._stop = threading.Event()
@@ -116,10 +122,58 @@ class StationAgent:
             self.link.send(protocol.ack(self.cfg.station, point.extension, version, True, applied_at=now))
             log.info("applied knob version %d on %s", version, point.extension)
 
+    # -- what-if replay --------------------------------------------------------------------
+
+    def on_evaluate(self, msg: Message) -> None:
+        """Snapshot the extension's trace and hand it to the replay worker, or refuse at once (busy, invalid)."""
+        body = msg.body
+        ext, request_id, candidates = body["extension"], body["request_id"], body["candidates"]
+        point = self.points.get(ext)
+        error = None
+        if body["station"] != self.cfg.station or point is None:
+            error = f"{body['station']}/{ext} is not served here"
+        elif point.pipeline.recording is None:
+            error = "replays are off on this agent (replay_trace_s = 0)"
+        elif not 1 <= len(candidates) <= protocol.MAX_CANDIDATES:
+            error = f"1 to {protocol.MAX_CANDIDATES} candidates per request, not {len(candidates)}"
+        elif self.replays.busy:
+            error = "busy: a replay is running"
+        elif point.pipeline.recording.ready_ms < 10_000:
+            error = f"the trace holds {point.pipeline.recording.ready_ms / 1000:.1f} s so far; at least 10 s are needed"
+        else:
+            problems = candidates_problems(candidates, point.knobs)
+            if problems:
+                error = "; ".join(problems[:5])
+        if error is not None:
+            self.link.send(protocol.evaluation(self.cfg.station, ext, request_id, False, error=error))
+            return
+        pipe = point.pipeline
+        sim = {"conditions": pipe.cond.to_json(), "seed": pipe.seed}
+        trace = pipe.recording.snapshot(point.knobs, pipe.conditions(self.sim_ms), sim)
+        job = ReplayJob(request_id, ext, trace, tuple(dict(c) for c in candidates), pipe.seed, self.epoch, self._host)
+        self.replays.submit(job)
+        self._replaying = (request_id, ext, trace.span_ms / 1000)
+
+    def poll_replay(self) -> None:
+        """Send the finished replay's EVALUATION (called every frame; never waits)."""
+        if self._replaying is None:
+            return
+        done = self.replays.poll()
+        if done is None:
+            return
+        request_id, ext, trace_s = self._replaying
+        self._replaying = None
+        self.link.send(protocol.evaluation(
+            self.cfg.station, ext, request_id, done.ok, done.results if done.ok else [], done.error,
+            window_s=WINDOW_MS / 1000, trace_s=trace_s, cpu_s=round(done.cpu_s, 3),
+            conditions=self.points[ext].pipeline.conditions(self.sim_ms)))
+        log.info("replay %s of %s: %s", request_id, ext, "answered" if done.ok else done.error)
+
     # -- frames and samples --------------------------------------------------------------
 
     def frame(self) -> None:
         self.apply_pending()
+        self.poll_replay()
         self.sim_ms += FRAME_MS
         for point in self.points.values():
             point.pipeline.step(self.sim_ms)
@@ -138,7 +192,7 @@ class StationAgent:
             point.next_pesq_ms = self.sim_ms + self.cfg.pesq_interval_s * 1000
 
     def sample(self) -> None:
-        host = self.host.read()
+        host = self._host = self.host.read()
         for point in self.points.values():
             flat = point.meter.sample(self.sim_ms, host)
             values = point.meter.values(flat)  # rounded to each metric's resolution
@@ -228,6 +282,7 @@ class StationAgent:
                                for e, p in self.points.items()}}
 
     def close(self) -> None:
+        self.replays.close()
         self.link.close()
         self.pesq.close()
         self.host.close()

@@ -13,6 +13,9 @@ def _messages():
     yield protocol.knob_set("Station-1", "4444", 3, {"agc_enabled": True})
     yield protocol.ack("Station-1", "4444", 3, False, [{"field": "x", "problem": "unknown knob"}])
     yield protocol.heartbeat(1700000000.0)
+    yield protocol.evaluate("Station-1", "3333", "ev1", [{"agc_enabled": True}])
+    yield protocol.evaluation("Station-1", "3333", "ev1", True, [{"windows": [[0.5] * METRIC_COUNT], "send_replayed": True}],
+                              window_s=1.0, trace_s=60.0, conditions={"jitter_ms": 4.0})
 
 
 @pytest.mark.parametrize("msg", list(_messages()), ids=lambda m: m.type.name)
@@ -33,6 +36,12 @@ def test_every_message_type_has_a_constructor_round_trip():
     msgpack.packb([1, int(MsgType.ACK), {"station": "S", "extension": "3333", "version": True,
                                           "ok": True, "errors": []}]),
     msgpack.packb([1, int(MsgType.HEARTBEAT), {"sent_at": "now"}]),
+    msgpack.packb([1, int(MsgType.EVALUATE), {"station": "Station-1", "extension": "3333", "request_id": "e",
+                                               "candidates": [1, 2]}]),
+    msgpack.packb([1, int(MsgType.EVALUATION), {"station": "Station-1", "extension": "3333", "request_id": "e",
+                                                 "ok": True, "results": [{"windows": [[1, 2]]}]}]),
+    msgpack.packb([1, int(MsgType.EVALUATION), {"station": "Station-1", "extension": "3333", "request_id": "e",
+                                                 "ok": True, "results": ["x"]}]),
 ])
 def test_malformed_frames_raise_protocol_error(frame):
     with pytest.raises(ProtocolError):
