@@ -21,6 +21,7 @@ from controller.knobs import batch_routes, change_routes, template_routes
 from controller.knobs import routes as knob_routes
 from controller.link.curve import load_server_keys
 from controller.live import routes as snapshot_routes
+from controller.optimizer import autotune_routes
 from controller.optimizer import routes as optimizer_routes
 from controller.periodic import PeriodicWork
 from controller.services import Services, build_services
@@ -32,7 +33,7 @@ log = logging.getLogger("tpmon.controller")
 # Every API area, each with `setup_routes(app)`; the OpenAPI document lists them in this order.
 ROUTE_AREAS = (snapshot_routes, knob_routes, change_routes, template_routes, batch_routes, catalog_routes,
                health_routes, openapi_routes, stream_routes, threshold_routes, alert_routes, history_routes,
-               optimizer_routes)
+               optimizer_routes, autotune_routes)
 
 
 def create_app(settings: ControllerSettings, *, registry: CollectorRegistry | None = None, clock: Clock | None = None,

@@ -40,7 +40,7 @@ class ScriptedProposer:
         self.calls: list[dict[str, Any]] = []
         self.knobs: dict[str, Any] | None = {"playout_delay": 20}
 
-    async def propose(self, point, goal, constraints, mode, avoid=()):
+    async def propose(self, point, goal, constraints, mode, avoid=(), secondary=None):
         self.calls.append({"point": point, "goal": goal.key, "avoid": list(avoid)})
         if self.knobs is None:
             return None

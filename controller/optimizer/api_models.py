@@ -14,7 +14,6 @@ from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
 from controller.http.models import PYTHON_RE, STATION_PATTERN, Body, BodyModel, Problem
-from controller.knobs.batch_models import BatchSummary, BatchTargetResult
 from controller.optimizer.targets import CATEGORY_TARGETS, TARGETS, resolve_target
 from shared.topology import EXTENSIONS
 
@@ -53,7 +52,8 @@ class OptimizeRequest(BodyModel):
     targetMetrics: list[TargetName] = Field(min_length=1, max_length=8, description=(
         "What to improve, in order of preference: per point the first with a supported change wins"))
     constraints: OptimizeConstraints = Field(default_factory=OptimizeConstraints)
-    scope: Scope | SkipJsonSchema[None] = None
+    # Typed as the model alone (default not validated): an Optional would report each error twice, once per branch.
+    scope: Scope = Field(None, description="The points to analyse (default: every station the caller sees)")  # type: ignore[assignment]
     mode: Literal["conservative", "balanced", "aggressive"] = Field("balanced", description=(
         "The trust region: 1, 3 or 5 knobs or change sets at most, with small to wide steps"))
 
@@ -138,11 +138,31 @@ class ApplyRequest(BodyModel):
     reason: str | SkipJsonSchema[None] = Field(None, max_length=500)
 
 
+class ApplySummary(Body):
+    applied: int
+    pending: int
+    failed: int
+
+
+class ApplyTarget(Body):
+    station: str
+    extension: str
+    changeSetId: str
+    status: Literal["applied", "pending", "rejected", "conflict", "refused"] = Field(description=(
+        "applied: acknowledged; pending: stored, the agent has not acknowledged yet; rejected: the agent refused "
+        "it; conflict: the point's knobs changed since the analysis; refused: replay measured it as no better"))
+    version: int | None
+    previousVersion: int | None
+    reason: str | None
+    errors: list[Problem]
+    verifying: bool
+
+
 class ApplyResult(Body):
     analysisId: str
     status: Literal["applied", "partial", "failed"]
-    summary: BatchSummary
-    results: list[BatchTargetResult]
+    summary: ApplySummary
+    results: list[ApplyTarget]
     verifying: list[str] = Field(description="Change sets whose before/after verification is running")
 
 

@@ -220,7 +220,8 @@ class AutoTune:
         s = self.settings
         try:
             avoid = [b["knobs"] for b in tune.bad]
-            proposal = await self.proposer.propose(point, s.primary.target, s.constraints, s.mode, avoid)
+            proposal = await self.proposer.propose(point, s.primary.target, s.constraints, s.mode, avoid,
+                                                   secondary=s.secondary.target if s.secondary else None)
             now = self.clock.wall()
             tune.next_evaluation = now + s.evaluation_interval_s
             if proposal is None:
@@ -257,8 +258,25 @@ class AutoTune:
         finally:
             await self._save()
 
-    def _keys(self, goal: str) -> list[str]:
-        return list(dict.fromkeys([goal, *(t.key for t in self.settings.constraints.targets)]))
+    def _keys(self, goal: str, constraints: Constraints | None = None) -> list[str]:
+        constraints = self.settings.constraints if constraints is None else constraints
+        return list(dict.fromkeys([goal, *(t.key for t in constraints.targets)]))
+
+    async def adopt(self, point: Point, change: dict[str, Any]) -> None:
+        """Verify a change made elsewhere (an applied analysis) as auto-tune verifies its own, enabled or not.
+
+        `change` holds version, knobs, previous, goal, committedAt, appliedAt, before (WindowStats
+        documents), predicted, evidence, analysisId and that analysis's constraints (limits as
+        {"maxLatency": .., ...})."""
+        async with self._lock:
+            tune = self.points[point]
+            if tune.state == VERIFYING and tune.change is not None:
+                self._finish(point, tune, "cancelled", "an applied analysis changed the point: its change is "
+                                                       "verified instead", {})
+            tune.change = dict(change)
+            tune.last_change = {k: change[k] for k in ("version", "knobs", "previous", "goal", "committedAt")}
+            tune.state, tune.note = VERIFYING, None
+            await self._save()
 
     async def _advance(self, point: Point, tune: PointTune, now: float) -> None:
         change = tune.change
@@ -274,16 +292,17 @@ class AutoTune:
                 await self._roll_back(point, tune, f"the agent did not apply version {change['version']} within "
                                                    f"{self.apply_timeout_s:.0f} s", {}, None)
             return
-        window = self.settings.window_s
+        window = float(change.get("windowS") or self.settings.window_s)
         start = change["appliedAt"] + self.settle_s
         if now < start + window:
             return
         await self.history.flush()
-        keys = self._keys(change["goal"])
+        constraints = constraints_from_request(change["constraints"]) if "constraints" in change else self.settings.constraints
+        keys = self._keys(change["goal"], constraints)
         after = await measure_window(self.history, point, start, start + window, keys)
         before = {k: WindowStats(**v) for k, v in change["before"].items()}
         verdict = judge(before[change["goal"]], after[change["goal"]], TARGETS[change["goal"]])
-        broken = broken_constraints(before, after, self.settings.constraints)
+        broken = broken_constraints(before, after, constraints)
         if verdict.delta is None:
             await self._roll_back(point, tune, f"not verifiable: {verdict.reason}", after, verdict.reason)
         elif verdict.improved and not broken:
@@ -317,7 +336,8 @@ class AutoTune:
         doc = {"outcome": outcome, "reason": reason, "version": change.get("version"), "knobs": change.get("knobs"),
                "goal": change.get("goal"), "before": before, "after": measured,
                "predicted": {k: v.get("median") for k, v in change.get("predicted", {}).items()},
-               "replayDelta": change.get("replayDelta", {}), "at": iso_ms(now)}
+               "replayDelta": change.get("replayDelta", {}), "at": iso_ms(now),
+               "analysisId": change.get("analysisId")}
         tune.last_outcome = doc
         tune.change = None
         tune.state = COOLDOWN
@@ -362,6 +382,12 @@ class AutoTune:
                            if self.settings.enabled and self.in_scope(point) else None,
                            "adjustmentsLastHour": sum(1 for a in t.adjustments if a > now - HOUR_S)})
         return {"settings": self.settings.to_json(), "points": points}
+
+
+def constraints_from_request(doc: dict[str, Any]) -> Constraints:
+    """The constraints of an analysis request as stored ({maxLatency, minQuality, maxPacketLoss, preserveStability})."""
+    return constraints_of(doc.get("maxLatency"), doc.get("minQuality"), doc.get("maxPacketLoss"),
+                          bool(doc.get("preserveStability")))
 
 
 def _fmt(x: float | None) -> str:

@@ -68,7 +68,7 @@ class Proposer(Protocol):
     """What auto-tune needs of the analysis engine."""
 
     async def propose(self, point: Point, goal: Target, constraints: Constraints, mode: Mode,
-                      avoid: Sequence[Mapping[str, Any]] = ()) -> Proposal | None:
+                      avoid: Sequence[Mapping[str, Any]] = (), secondary: Target | None = None) -> Proposal | None:
         """The best supported change for `point`, or None when the models and replays support none.
 
         `avoid` holds knob regions (partial sets) rolled back on this point before: a candidate

@@ -11,13 +11,17 @@ from typing import Any
 from aiohttp import web
 
 from controller.app_keys import SERVICES
+from controller.clock import iso_ms
 from controller.http.endpoint import Endpoint, Reply, add_endpoint
 from controller.http.errors import ApiError, json_response
 from controller.http.params import body_of
+from controller.knobs.changes import Attribution
 from controller.knobs.sync import InvalidKnobs
 from controller.optimizer.analysis import AnalysisNotFound, AnalysisRequest
 from controller.optimizer.api_models import (
     Analysis,
+    ApplyRequest,
+    ApplyResult,
     Models,
     OptimizeRequest,
     Prediction,
@@ -26,7 +30,7 @@ from controller.optimizer.api_models import (
 )
 from controller.optimizer.proposal import Mode
 from controller.optimizer.targets import Target, constraints_of, resolve_target
-from controller.security.guard import principal_of
+from controller.security.guard import client_address, principal_of
 from controller.security.principal import Permission
 from shared.topology import Point
 
@@ -89,6 +93,49 @@ async def get_analysis(request: web.Request) -> web.Response:
     return json_response(doc)
 
 
+async def apply(request: web.Request) -> web.Response:
+    """Apply an analysis's change sets through the one change path (source optimizer), then verify each."""
+    services = request.app[SERVICES]
+    principal = principal_of(request)
+    if not principal.can(Permission.WRITE_KNOBS):
+        raise ApiError(403, "applying an analysis changes knobs: the token needs write:knobs too")
+    body = body_of(request, ApplyRequest)
+    analysis_id = request.match_info["analysisId"]
+    try:
+        doc = visible(request, services.optimizer.analyses.get(analysis_id))
+    except AnalysisNotFound:
+        raise ApiError(404, f"no analysis {analysis_id} (analyses are kept at least an hour)") from None
+    sets: dict[str, list[dict[str, Any]]] = {}
+    for rec in doc["recommendations"]:
+        sets.setdefault(rec["changeSetId"], []).append(rec)
+    wanted = body.changeSetIds or list(sets)
+    unknown = [c for c in wanted if c not in sets]
+    if unknown:
+        raise ApiError(400, f"analysis {analysis_id} has no change set {', '.join(unknown)}; nothing was changed",
+                       [{"field": "changeSetIds", "problem": f"unknown change set {c}"} for c in unknown])
+    if not wanted:
+        raise ApiError(400, f"analysis {analysis_id} recommends nothing to apply",
+                       [{"field": "changeSetIds", "problem": "the analysis has no recommendation"}])
+    who = Attribution(principal.subject, "optimizer", body.reason or f"analysis {analysis_id}",
+                      where=client_address(request))
+    results = [await services.optimizer.apply_change_set(analysis_id, sid, sets[sid], doc["request"], who)
+               for sid in wanted]
+    record = {"appliedAt": iso_ms(services.clock.wall()), "by": principal.subject, "changeSetIds": wanted,
+              "results": results,
+              "verification": [{"station": r["station"], "extension": r["extension"], "changeSetId": r["changeSetId"],
+                                "version": r["version"], "status": "verifying" if r["verifying"] else "not verified"}
+                               for r in results]}
+    await services.optimizer.record_apply(analysis_id, record)
+    applied = sum(r["status"] == "applied" for r in results)
+    failed = sum(r["status"] in ("rejected", "conflict", "refused") for r in results)
+    return json_response({
+        "analysisId": analysis_id,
+        "status": "applied" if applied == len(results) else "failed" if applied == 0 and failed == len(results)
+        else "partial",
+        "summary": {"applied": applied, "pending": sum(r["status"] == "pending" for r in results), "failed": failed},
+        "results": results, "verifying": [r["changeSetId"] for r in results if r["verifying"]]})
+
+
 async def predict(request: web.Request) -> web.Response:
     body = body_of(request, PredictRequest)
     services = request.app[SERVICES]
@@ -127,6 +174,17 @@ def setup_routes(app: web.Application) -> None:
         Permission.EXECUTE_OPTIMIZATION, tags=("optimizer",), body=PredictRequest,
         responses={200: Reply("Per target: today's value, the predicted median and interval, confidence",
                               Prediction)}, errors=(403,)))
+    add_endpoint(app, Endpoint(
+        "POST", "/optimize/{analysisId}/apply", apply, "Apply an analysis's change sets (signed) and verify them",
+        Permission.EXECUTE_OPTIMIZATION, write=True, signed=True, tags=("optimizer",), body=ApplyRequest,
+        body_required=False, route_patterns={"analysisId": ANALYSIS_ID},
+        responses={200: Reply("Per change set: applied or pending, and whether its verification runs", ApplyResult)},
+        errors=(403, 404),
+        description="Needs write:knobs as well. Each change set goes through the one change path (source "
+                    "optimizer), as a batch would; a point whose knobs changed since the analysis is a `conflict` "
+                    "and a change set replay refuted is `refused` (nothing changes for either). Every applied set "
+                    "is then verified as auto-tune verifies (kept or rolled back), and the outcome recorded on the "
+                    "analysis (GET /optimize/{analysisId})."))
     add_endpoint(app, Endpoint(
         "GET", "/optimize/{analysisId}", get_analysis, "A stored analysis",
         Permission.EXECUTE_OPTIMIZATION, tags=("optimizer",), route_patterns={"analysisId": ANALYSIS_ID},
