@@ -52,6 +52,11 @@ include-operation-id = "post_knobs"
 checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "404"]
 
 [[operations]]
+# A prediction's knobs are checked like a change: a cross-knob rule against the stored set is a 400.
+include-operation-id = "predict"
+checks.positive_data_acceptance.expected-statuses = ["2xx", "400", "404"]
+
+[[operations]]
 # History: a schema-valid query can still give timeRange with from/to, a from after its to, or a cursor
 # this endpoint never made (400), or name a station the topology lacks (404).
 include-operation-id = "get_history"

@@ -52,7 +52,6 @@ async def test_the_plans_optimize_body_is_answered_in_the_plans_shape(client) ->
     (lambda b: b["constraints"].update(maxLatency=-3), "constraints.maxLatency"),
     (lambda b: b["constraints"].update(maxPacketLoss=2), "constraints.maxPacketLoss"),
     (lambda b: b["scope"].update(stations=[]), "scope.stations"),
-    (lambda b: b["scope"].update(stations=["Station-99"]), "scope.stations"),
     (lambda b: b.update(mode="reckless"), "mode"),
     (lambda b: b.update(surprise=1), "surprise"),
 ])
@@ -63,6 +62,11 @@ async def test_bad_optimize_bodies_are_400_naming_the_field(client, change, fiel
     assert r.status == 400, await r.text()
     assert field in fields_of(await r.json())
     assert client.app[SERVICES].optimizer.analyses._docs == {}        # nothing stored
+
+
+async def test_an_unknown_station_in_the_scope_is_404(client) -> None:
+    r = await client.post("/api/v1/optimize", json={**PLAN_OPTIMIZE, "scope": {"stations": ["Station-99"]}})
+    assert r.status == 404 and fields_of(await r.json()) == {"scope.stations"}
 
 
 async def test_station_scopes_apply(client, tmp_path) -> None:

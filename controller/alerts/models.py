@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, ClassVar, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema
+from pydantic import AfterValidator, BaseModel, Field, WithJsonSchema
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
@@ -18,10 +18,10 @@ from controller.http.models import (
     STATION_PATTERN,
     STATION_SCHEMA,
     Body,
-    BodyModel,
     CommaList,
     QueryModel,
     StationList,
+    StrictBody,
 )
 from shared.metrics import METRICS, METRICS_BY_ID, MetricType
 from shared.topology import EXTENSIONS
@@ -53,11 +53,6 @@ STATIONS_DOC = ("Stations the rule covers (at least one); omitted: every station
                 "(an unscoped token: every station, also ones configured later). Unknown: 400; outside the "
                 "token's stations: 403")
 EXTENSIONS_DOC = "Extensions the rule covers; omitted: both"
-
-
-class StrictBody(BodyModel):
-    """A body whose values must have their JSON types (`false` is not a level, `"5"` not a duration)."""
-    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Levels(StrictBody):

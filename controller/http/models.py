@@ -46,6 +46,11 @@ class BodyModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+class StrictBody(BodyModel):
+    """A body whose values must have their JSON types (`false` is not a level, `"5"` not a duration)."""
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
 class NoQuery(QueryModel):
     """An endpoint that takes no query parameters."""
 

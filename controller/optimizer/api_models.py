@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, WithJsonSchema, field_validator
 from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 
-from controller.http.models import PYTHON_RE, STATION_PATTERN, Body, BodyModel, Problem
+from controller.catalog.schemas import CatalogModel, knob_properties
+from controller.http.models import PYTHON_RE, STATION_PATTERN, Body, Problem, StrictBody
 from controller.optimizer.targets import CATEGORY_TARGETS, TARGETS, resolve_target
 from shared.topology import EXTENSIONS
 
@@ -30,25 +31,44 @@ def _known_target(name: str) -> str:
     return name
 
 
-TargetName = Annotated[str, AfterValidator(_known_target), Field(min_length=1, max_length=64,
-                                                                 examples=["latency", "audioQuality"])]
+TargetName = Annotated[str, AfterValidator(_known_target), Field(examples=["latency", "audioQuality"]),
+                       WithJsonSchema({"type": "string", "enum": _TARGET_NAMES})]
 
 
-class Scope(BodyModel):
+ANALYSIS_ID_PATTERN = r"^opt_[0-9]{8}_[0-9]{6}(?:_[0-9]+)?$"
+
+
+class AnalysisPath(BaseModel):
+    """The `{analysisId}` segment."""
+    analysisId: str = Field(description="An analysis's id, as POST /optimize answered it; unknown or expired: 404",
+                            json_schema_extra={"pattern": ANALYSIS_ID_PATTERN, "examples": ["opt_20240115_103045"]})
+
+
+def _whole(value: Any) -> Any:
+    """A JSON number that is a whole number (58629.0 is 58629); booleans are not numbers."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+WholeNumber = Annotated[int, BeforeValidator(_whole)]
+
+
+class Scope(StrictBody):
     """Every (station, extension) pair of these lists; default: every station the caller may see."""
-    model_config = {**BodyModel.model_config, **PYTHON_RE}
+    model_config = {**StrictBody.model_config, **PYTHON_RE}
     stations: list[StationId] = Field(min_length=1, max_length=1000)
     extensions: list[Extension] = Field(default_factory=lambda: list(EXTENSIONS), min_length=1)
 
 
-class OptimizeConstraints(BodyModel):
+class OptimizeConstraints(StrictBody):
     maxLatency: float | None = Field(None, gt=0, le=10000, description="End-to-end latency a change may not exceed, ms")
     minQuality: float | None = Field(None, ge=0, le=1, description="Quality score a change must keep (docs/optimizer.md)")
     maxPacketLoss: float | None = Field(None, ge=0, le=1, description="Residual loss after repair per window, ratio")
     preserveStability: bool = Field(False, description="Underflows per second may not rise (median) by more than 0.1")
 
 
-class OptimizeRequest(BodyModel):
+class OptimizeRequest(StrictBody):
     targetMetrics: list[TargetName] = Field(min_length=1, max_length=8, description=(
         "What to improve, in order of preference: per point the first with a supported change wins"))
     constraints: OptimizeConstraints = Field(default_factory=OptimizeConstraints)
@@ -132,7 +152,7 @@ class Analysis(Body):
     replayChecked: bool = Field(description="Every recommendation's replay check has finished")
 
 
-class ApplyRequest(BodyModel):
+class ApplyRequest(StrictBody):
     changeSetIds: list[Annotated[str, Field(min_length=1, max_length=200)]] | SkipJsonSchema[None] = Field(
         None, min_length=1, max_length=1000, description="Apply only these change sets (default: all)")
     reason: str | SkipJsonSchema[None] = Field(None, max_length=500)
@@ -166,11 +186,27 @@ class ApplyResult(Body):
     verifying: list[str] = Field(description="Change sets whose before/after verification is running")
 
 
-class PredictRequest(BodyModel):
-    model_config = {**BodyModel.model_config, **PYTHON_RE}
+class PredictKnobs(CatalogModel):
+    """Knobs and the values to predict under (a partial set; {} predicts today's set)."""
+
+    @classmethod
+    def catalog_schema(cls) -> dict[str, Any]:
+        return {"type": "object", "properties": knob_properties(), "additionalProperties": False}
+
+    @field_validator("root", mode="before")
+    @classmethod
+    def _an_object(cls, value: Any) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise PydanticCustomError("knob_object", "expected an object of knob names to values")
+        return value
+
+
+class PredictRequest(StrictBody):
+    model_config = {**StrictBody.model_config, **PYTHON_RE}
     station: StationId
     extension: Extension
-    knobs: dict[str, Any] = Field(description="A partial knob set (checked like a change: 400 per invalid knob)")
+    knobs: PredictKnobs = Field(description=(
+        "A partial knob set (checked like a change: 400 per invalid knob); {} predicts today's set"))
     targetMetrics: list[TargetName] = Field(default_factory=lambda: ["latency", "audioQuality", "packet", "buffer"],
                                             min_length=1, max_length=8)
 

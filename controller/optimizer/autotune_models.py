@@ -10,33 +10,33 @@ from typing import Any, Literal
 from pydantic import Field
 from pydantic.json_schema import SkipJsonSchema
 
-from controller.http.models import Body, BodyModel
-from controller.optimizer.api_models import Scope
+from controller.http.models import Body, StrictBody
+from controller.optimizer.api_models import Scope, WholeNumber
 from controller.optimizer.targets import Goal
 
 GoalName = Literal[tuple(g.value for g in Goal)]  # type: ignore[valid-type]
 DAY_MS = 86_400_000
 
 
-class AutoTuneConstraints(BodyModel):
+class AutoTuneConstraints(StrictBody):
     maxLatencyMs: float | None = Field(None, gt=0, le=10000, description="End-to-end latency ceiling, ms")
     minQualityScore: float | None = Field(None, ge=0, le=1, description="Quality score floor (docs/optimizer.md)")
     maxPacketLoss: float | None = Field(None, ge=0, le=1, description="Residual loss after repair per window, ratio")
 
 
-class AutoTuneTargets(BodyModel):
+class AutoTuneTargets(StrictBody):
     primaryGoal: GoalName = Field(description="A change is kept only when this measured better")
     secondaryGoal: GoalName | None = Field(None, description="Breaks ties between supported candidates")
     constraints: AutoTuneConstraints = Field(default_factory=AutoTuneConstraints)
 
 
-class AutoTuneSchedule(BodyModel):
-    evaluationInterval: int = Field(300_000, ge=10_000, le=DAY_MS, description="Per point, ms between evaluations")
-    adjustmentCooldown: int = Field(600_000, ge=0, le=DAY_MS, description="After a change's outcome, ms of rest")
-    maxAdjustmentsPerHour: int = Field(6, ge=1, le=60)
+class AutoTuneSchedule(StrictBody):
+    evaluationInterval: WholeNumber = Field(300_000, ge=10_000, le=DAY_MS, description="Per point, ms between evaluations")
+    adjustmentCooldown: WholeNumber = Field(600_000, ge=0, le=DAY_MS, description="After a change's outcome, ms of rest")
+    maxAdjustmentsPerHour: WholeNumber = Field(6, ge=1, le=60)
 
 
-class AutoTuneRequest(BodyModel):
+class AutoTuneRequest(StrictBody):
     enabled: bool
     mode: Literal["conservative", "balanced", "aggressive"] = "balanced"
     targets: AutoTuneTargets

@@ -22,7 +22,7 @@ def _visible(request: web.Request) -> list:
     return [p for p in request.app[SERVICES].topology.points if principal.sees(p.station)]
 
 
-async def configure(request: web.Request) -> web.Response:
+async def configure_autotune(request: web.Request) -> web.Response:
     body = body_of(request, AutoTuneRequest)
     services = request.app[SERVICES]
     scope = scope_points(request, body.scope) if body.scope is not None else None
@@ -38,23 +38,23 @@ async def configure(request: web.Request) -> web.Response:
     return json_response(services.optimizer.autotune.status(_visible(request)))
 
 
-async def status(request: web.Request) -> web.Response:
+async def autotune_status(request: web.Request) -> web.Response:
     return json_response(request.app[SERVICES].optimizer.autotune.status(_visible(request)))
 
 
 def setup_routes(app: web.Application) -> None:
     add_endpoint(app, Endpoint(
-        "POST", "/optimize/auto-tune", configure, "Configure auto-tune (effective at once)",
+        "POST", "/optimize/auto-tune", configure_autotune, "Configure auto-tune (effective at once)",
         Permission.EXECUTE_OPTIMIZATION, write=True, tags=("optimizer",), body=AutoTuneRequest,
         responses={200: Reply("The settings now in force and every visible point's state", AutoTuneStatus)},
-        errors=(403,),
+        errors=(403, 404),
         description="Per point in scope, every evaluationInterval, outside its cooldown and under its hourly cap: "
                     "the best supported change is applied (source optimizer), verified on the point's own metrics "
                     "and kept only if the primary goal measured better with no constraint broken; otherwise it is "
                     "rolled back (source rollback). `enabled: false` starts nothing new; a change under "
                     "verification is still verified. See docs/optimizer.md."))
     add_endpoint(app, Endpoint(
-        "GET", "/optimize/auto-tune", status, "Auto-tune's settings and every visible point's state",
+        "GET", "/optimize/auto-tune", autotune_status, "Auto-tune's settings and every visible point's state",
         Permission.EXECUTE_OPTIMIZATION, tags=("optimizer",),
         responses={200: Reply("Settings and per point: state, last change and outcome, next evaluation",
                               AutoTuneStatus)}))

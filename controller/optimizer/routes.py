@@ -1,7 +1,7 @@
 """The analysis API: POST /optimize, GET /optimize/{analysisId}, POST /optimize/predict, GET /optimize/models.
 
 Permission execute:optimization; station scopes apply: a scope naming a station outside the
-caller's token is a 403, an unknown one a 400; a stored analysis shows only the caller's
+caller's token is a 403, an unknown one a 404 (as batch targets); a stored analysis shows only the caller's
 stations (404 when it holds none of them).
 """
 from __future__ import annotations
@@ -19,7 +19,9 @@ from controller.knobs.changes import Attribution
 from controller.knobs.sync import InvalidKnobs
 from controller.optimizer.analysis import AnalysisNotFound, AnalysisRequest
 from controller.optimizer.api_models import (
+    ANALYSIS_ID_PATTERN,
     Analysis,
+    AnalysisPath,
     ApplyRequest,
     ApplyResult,
     Models,
@@ -34,7 +36,7 @@ from controller.security.guard import client_address, principal_of
 from controller.security.principal import Permission
 from shared.topology import Point
 
-ANALYSIS_ID = r"opt_[0-9]{8}_[0-9]{6}(?:_[0-9]+)?"
+ANALYSIS_ID = ANALYSIS_ID_PATTERN[1:-1]   # the router's pattern: the document's without its anchors
 
 
 def scope_points(request: web.Request, scope: Scope | None, field: str = "scope") -> tuple[Point, ...]:
@@ -46,7 +48,7 @@ def scope_points(request: web.Request, scope: Scope | None, field: str = "scope"
     stations = list(dict.fromkeys(scope.stations))
     unknown = [s for s in stations if not topology.has_station(s)]
     if unknown:
-        raise ApiError(400, f"unknown station{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} in the scope "
+        raise ApiError(404, f"unknown station{'s' if len(unknown) > 1 else ''} {', '.join(unknown)} in the scope "
                             f"(known: Station-1 … Station-{topology.station_count}); nothing was done",
                        [{"field": f"{field}.stations", "problem": f"unknown station {s}"} for s in unknown])
     unseen = principal.unseen(stations)
@@ -141,7 +143,7 @@ async def predict(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     point = scope_points(request, Scope(stations=[body.station], extensions=[body.extension]), "station")[0]
     try:
-        clean = services.knob_sync.check(point, body.knobs)
+        clean = services.knob_sync.check(point, body.knobs.root) if body.knobs.root else {}
     except InvalidKnobs as exc:
         raise ApiError(400, f"{len(exc.problems)} invalid knob value(s)",
                        [{"field": f"knobs.{p.field}", "problem": p.problem} for p in exc.problems],
@@ -162,7 +164,7 @@ def setup_routes(app: web.Application) -> None:
         "POST", "/optimize", optimize, "Analyse points and recommend knob changes the models support",
         Permission.EXECUTE_OPTIMIZATION, write=True, tags=("optimizer",), body=OptimizeRequest,
         responses={200: Reply("The analysis (stored for GET /optimize/{analysisId} and apply)", Analysis)},
-        errors=(403,),
+        errors=(403, 404),
         description="Per point in scope, the first target (in the order given) with a change whose pessimistic "
                     "predicted end improves it inside the constraints. Nothing is recommended that the models "
                     "cannot support; `points` says why per point. See docs/optimizer.md."))
@@ -173,11 +175,13 @@ def setup_routes(app: web.Application) -> None:
         "POST", "/optimize/predict", predict, "Predict a point's targets under a partial knob set",
         Permission.EXECUTE_OPTIMIZATION, tags=("optimizer",), body=PredictRequest,
         responses={200: Reply("Per target: today's value, the predicted median and interval, confidence",
-                              Prediction)}, errors=(403,)))
+                              Prediction)}, errors=(403, 404),
+        description="Knobs are checked like a change against the point's stored set: a value the catalog refuses, "
+                    "or one that breaks a cross-knob rule with the stored set, is a 400 naming the knob."))
     add_endpoint(app, Endpoint(
         "POST", "/optimize/{analysisId}/apply", apply, "Apply an analysis's change sets (signed) and verify them",
         Permission.EXECUTE_OPTIMIZATION, write=True, signed=True, tags=("optimizer",), body=ApplyRequest,
-        body_required=False, route_patterns={"analysisId": ANALYSIS_ID},
+        body_required=False, route_patterns={"analysisId": ANALYSIS_ID}, path_params=AnalysisPath,
         responses={200: Reply("Per change set: applied or pending, and whether its verification runs", ApplyResult)},
         errors=(403, 404),
         description="Needs write:knobs as well. Each change set goes through the one change path (source "
@@ -188,4 +192,5 @@ def setup_routes(app: web.Application) -> None:
     add_endpoint(app, Endpoint(
         "GET", "/optimize/{analysisId}", get_analysis, "A stored analysis",
         Permission.EXECUTE_OPTIMIZATION, tags=("optimizer",), route_patterns={"analysisId": ANALYSIS_ID},
+        path_params=AnalysisPath,
         responses={200: Reply("The analysis as stored, the caller's stations only", Analysis)}, errors=(404,)))
