@@ -4,7 +4,9 @@ Events are the plan's real-time event names with a JSON-ready body:
 - "knob-changed": {station, extension, changes: {knob: {old, new}}, version, changedBy, source, status}
 - "alert": {action: created|escalated|deescalated|acknowledged|resolved|dismissed, alert: <alert document>}
 - "status-change": {station, extension, status, previous}
-- "optimization-complete": {analysisId, summary}
+- "optimization-complete": {kind: "analysis", analysisId, summary} when an analysis finished, or {kind:
+  "auto-tune", station, extension, outcome: kept|rolled_back|cancelled, reason, version, knobs, goal, before,
+  after, predicted, replayDelta, at, analysisId} when a change auto-tune (or an applied analysis) made was judged
 - "knob-applied": {station, extension, version, appliedAt, source} once per version an agent reports
   applied (its ACK, or a sample or HELLO running it when the ACK was lost): a verification window
   starts here, on real application, not on the request. Not one of the plan's stream events, so a
