@@ -56,6 +56,7 @@ async def call(client, method: str, path: str, token: str | None = None, **kwarg
 def filled(endpoint) -> str:
     """The endpoint's path with every parameter filled with a value its route pattern accepts."""
     path = endpoint.path.replace("{stationId}", "Station-1").replace("{extension}", "3333")
+    path = path.replace("{analysisId}", "opt_20240115_103045")   # its pattern is more than a prefix
     for name in re.findall(r"{(\w+)}", path):
         prefix = endpoint.route_patterns.get(name, "").split("[")[0]  # e.g. alert_[^/]* -> alert_
         path = path.replace("{" + name + "}", prefix + "x1")
