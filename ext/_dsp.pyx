@@ -553,14 +553,15 @@ cdef class SpectralGain:
         frozen = self._vad and self.speech
         for b in range(n):
             v = band[b]
+            mn = self._minima_min[b] if self._minima_min[b] < self._sub_min[b] else self._sub_min[b]
             if self._stationary:
                 x = self._noise[b] if frozen else _NR_STATIONARY_ALPHA * self._noise[b] + (1.0 - _NR_STATIONARY_ALPHA) * v
-                mn = self._minima_min[b] if self._minima_min[b] < self._sub_min[b] else self._sub_min[b]
                 floor = mn * _NR_MIN_TRACK_BIAS
-                self._noise[b] = x if x < floor else floor
+                x = x if x < floor else floor
             else:
                 x = self._noise[b] * (1.0 if frozen else _NR_MIN_TRACK_RISE)
-                self._noise[b] = self._smooth[b] if self._smooth[b] < x else x
+                x = self._smooth[b] if self._smooth[b] < x else x
+            self._noise[b] = x if x > mn else mn  # never under the rolling minimum: see the twin
 
     cdef void _gains(self, const double[::1] band, double[::1] out):
         cdef Py_ssize_t n = self.bands, b

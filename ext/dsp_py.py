@@ -458,7 +458,8 @@ class SpectralGain:
     band's bins), their total over all bins and the hop's newest samples. Noise estimate:
     the first NR_INIT_HOPS hops train it; then stationary tracking (a slow average frozen
     during speech when `vad`, capped by NR_MIN_TRACK_BIAS x the rolling minimum of the smoothed
-    power over the last ~1.6 s) or non-stationary tracking (a minimum that may rise 6 dB/s).
+    power over the last ~1.6 s) or non-stationary tracking (a minimum that may rise 6 dB/s); in
+    both, never under that rolling minimum, so a wrong start is unlearned within ~1.6 s.
     Gain: decision-directed Wiener, or power subtraction with over-subtraction `oversub`,
     floored at `floor`; bands on the noise floor lose another `extra_floor_db`. A click (a hop
     3 dB above the recent level whose newest samples have a crest above 16.5 dB) is pulled
@@ -545,13 +546,18 @@ class SpectralGain:
         frozen = self._vad and self.speech
         smooth, sub, mins = self._smooth, self._sub_min, self._minima_min
         for b, v in enumerate(band):
+            # The rolling minimum of the smoothed power over the last ~1.6 s never exceeds the noise:
+            # the estimate never stays under it, so a gate frozen on a too-low estimate (trained on the
+            # stream's leading silence, or speech judged against it forever) re-learns within 1.6 s.
+            low = mins[b] if mins[b] < sub[b] else sub[b]
             if self._stationary:
                 x = noise[b] if frozen else NR_STATIONARY_ALPHA * noise[b] + (1.0 - NR_STATIONARY_ALPHA) * v
-                floor = (mins[b] if mins[b] < sub[b] else sub[b]) * NR_MIN_TRACK_BIAS
-                noise[b] = x if x < floor else floor
+                cap = low * NR_MIN_TRACK_BIAS
+                x = x if x < cap else cap
             else:
                 x = noise[b] * (1.0 if frozen else NR_MIN_TRACK_RISE)
-                noise[b] = smooth[b] if smooth[b] < x else x
+                x = smooth[b] if smooth[b] < x else x
+            noise[b] = x if x > low else low
 
     def _gains(self, band: list[float]) -> list[float]:
         bias = 1.0 if self._stationary else NR_MIN_TRACK_BIAS

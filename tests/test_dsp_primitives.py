@@ -357,3 +357,17 @@ def test_spectral_gain_pulls_clicks_down(impl: ModuleType) -> None:
     for band, total, newest in _hops(x):
         core.process(band, total, newest)
     assert core.transients >= 1
+
+
+@pytest.mark.parametrize("stationary", [True, False], ids=["stationary", "non_stationary"])
+def test_spectral_gain_learns_noise_after_leading_silence(impl: ModuleType, stationary: bool) -> None:
+    """A stream that opens with digital silence (a jitter buffer before playout starts) must not
+    train a zero noise estimate that every later hop beats, freezing the gate on "speech"."""
+    noise = 1e-2 * np.random.default_rng(8).standard_normal(48000)  # -40 dBFS, 3 s
+    x = np.concatenate((np.zeros(4800), noise))                    # 300 ms of zeros first
+    core = impl.SpectralGain(16)
+    core.set_params(stationary, 10 ** (-18 / 20), 0.0, True, 0.8, True, False)
+    for band, total, newest in _hops(x):
+        gains = core.process(band, total, newest)
+    assert not core.speech
+    assert float(np.max(gains)) < 0.3  # back on the 18 dB floor within the 1.6 s minimum window

@@ -57,8 +57,12 @@ def test_a_controller_killed_mid_ingest_keeps_its_history_and_goes_on(system):
         assert conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
     controller.start()
     wait_until(lambda: _snapshot(base)["status"] == "active", 30, controller)
-    window = f"from={before['from']}&to={before['to']}&resolution=raw&limit=1000&fields=latency,buffer"
-    assert _history(base, window)["points"] == before["points"]   # every sample read before the kill, unchanged
+    # Samples measured in the last flush interval before the read may land after it: compare the
+    # window up to 2 s before the read, which was wholly committed when it was read.
+    settled = datetime.fromtimestamp(_epoch(before["to"]) - 2.0, tz=UTC).isoformat().replace("+00:00", "Z")
+    committed = [p for p in before["points"] if _epoch(p["timestamp"]) < _epoch(settled)]
+    window = f"from={before['from']}&to={settled}&resolution=raw&limit=1000&fields=latency,buffer"
+    assert committed and _history(base, window)["points"] == committed  # every sample read before the kill, unchanged
     after = wait_until(lambda: _newer_than(base, killed_at), 20, controller)
     assert after["count"] > 0                                      # and samples after the restart join them
     first_rollups = _history(base, "timeRange=1h&resolution=1m")["points"]
