@@ -22,7 +22,7 @@ LOSSY = dict(CLEAN, loss_rate=0.08, burst_length=4.0)
 # template -> (path and room, metric, the change it must make at least: signed, in the metric's unit)
 EFFECTS: dict[str, list[tuple[dict[str, Any], str, float]]] = {
     "low-latency": [(CLEAN, "latency.end_to_end", -15.0)],
-    "noisy-room": [(NOISY, "audioQuality.snr", +20.0), (NOISY, "audioQuality.noise_level", -20.0)],
+    "noisy-room": [(NOISY, "audioQuality.snr", +6.0), (NOISY, "audioQuality.noise_level", -6.0)],
     "echo-heavy-room": [(ECHO, "audioQuality.sinad", +0.5)],
     "bandwidth-saver": [(CLEAN, "packet.throughput_kbps", -15.0)],
     "lossy-network": [(LOSSY, "packet.loss_rate", -0.03), (LOSSY, "audioQuality.mos_score", +0.5)],

@@ -34,10 +34,10 @@ BUILTINS: tuple[BuiltinTemplate, ...] = (
          "compressor_lookahead": 0, "limiter_lookahead": 0}),
     BuiltinTemplate(
         "noisy-room", "Noisy room", "noise",
-        "Noise reduction that keeps learning the background while people talk (VAD-gated tracking off: at a "
-        "low SNR the VAD calls every frame speech and the noise estimate never adapts), the deepest gain floor "
-        "and 18 dB more on bands at the noise floor, click suppression on. With room noise at -32 dBFS the "
-        "output SNR goes from about 6 to 40 dB.",
+        "Noise reduction that keeps learning the background while people talk (VAD-gated tracking off, so "
+        "a background that changes during speech is followed at once), the deepest gain floor and 18 dB more "
+        "on bands at the noise floor, click suppression on. With room noise at -32 dBFS the output SNR goes "
+        "from about 33 dB (the defaults) to 42 dB and the noise level from about -52 to -61 dBFS.",
         {"nr_enabled": True, "nr_voice_activity_detection": False, "nr_level": "very_high",
          "nr_type": "stationary", "nr_stationary_level": 18, "nr_transient_suppression": True}),
     BuiltinTemplate(
