@@ -43,7 +43,7 @@ from controller.stream.client import StreamLimits
 from controller.stream.hub import StreamHub
 from controller.stream.telemetry import StreamCollector
 from controller.telemetry import ControllerTelemetry
-from shared.topology import Topology
+from shared.topology import Point, Topology
 
 log = logging.getLogger("tpmon.controller")
 
@@ -107,7 +107,8 @@ def build_services(settings: ControllerSettings, registry: CollectorRegistry, cl
         settings.data_file("optimizer"), learn=settings.optimizer_learning,
         learn_interval_s=settings.optimizer_learn_interval_s, retrain_every_s=settings.optimizer_retrain_s,
         lookback_s=settings.optimizer_lookback_s, train_budget_s=settings.optimizer_train_budget_s,
-        min_rows=settings.optimizer_min_rows, keep_analyses_s=settings.optimizer_keep_analyses_s)
+        min_rows=settings.optimizer_min_rows, keep_analyses_s=settings.optimizer_keep_analyses_s,
+        degraded=lambda: {Point(a["station"], a["extension"]) for a in alerts.book.active()})
 
     ingest = Ingest(topology, live, knob_sync, link, on_rejected=lambda _: telemetry.link_rejected.inc(),
                     on_evaluation=replay.on_evaluation)

@@ -1,11 +1,14 @@
 """How the optimizer learns: what-if replays that explore the knob space, and periodic retraining.
 
 Live history at defaults says little about what knobs do, so every `interval_s` the learner
-takes the next online point (round robin) and asks its agent to replay its recent trace under
+takes an online point and asks its agent to replay its recent trace under
 today's set, `explore` random candidates of the widest trust region (weighted toward the knob
 categories that act on the core targets) and, once models exist, the models' best candidate
 for each core target (so what the models believe is checked where it matters). The windows
-become training rows. Every `retrain_every_s` (and at the first chance after the first replay
+become training rows. Points are taken in turn, but every other round goes to a degraded point
+(one with active alerts; the one explored longest ago): a recommendation needs some 15-20
+replays of its point (docs/optimizer.md), which plain round robin over a site reaches in hours.
+Every `retrain_every_s` (and at the first chance after the first replay
 rows arrive) the models are retrained on those rows plus `lookback_s` of live history, which
 includes the live outcomes of every change applied (they are history samples under a version).
 """
@@ -13,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Collection, Iterable
 
 import numpy as np
 
@@ -35,7 +38,8 @@ CORE_TARGETS: tuple[str, ...] = (LATENCY.key, QUALITY.key, RESIDUAL_LOSS.key, UN
 class Learner:
     def __init__(self, engine: AnalysisEngine, models: ModelSet, bank: RowBank, history: object,
                  knob_set_at: object, topology: Topology, clock: Clock, *, interval_s: float = 30.0, explore: int = 8,
-                 retrain_every_s: float = 300.0, lookback_s: float = 3600.0, seed: int = 1) -> None:
+                 retrain_every_s: float = 300.0, lookback_s: float = 3600.0, seed: int = 1,
+                 degraded: Callable[[], Collection[Point]] | None = None) -> None:
         self.engine, self.models, self.bank = engine, models, bank
         self.history, self.knob_set_at, self.topology, self.clock = history, knob_set_at, topology, clock
         self.interval_s, self.explore, self.retrain_every_s, self.lookback_s = (
@@ -44,6 +48,9 @@ class Learner:
         self.replays = self.replay_failures = 0
         self.rng = np.random.default_rng(seed)
         self._next = 0
+        self.degraded = degraded            # points with active alerts, asked each round
+        self._rounds = 0
+        self._explored: dict[Point, int] = {}  # point -> the round it was last explored in
         self._last_train = clock.monotonic()   # the first periodic training waits a full period
         self._rows_at_train = -1
         self._task: asyncio.Task[None] | None = None
@@ -83,6 +90,20 @@ class Learner:
             await self.retrain()
 
     def _next_online(self) -> Point | None:
+        self._rounds += 1
+        point = self._next_degraded() if self._rounds % 2 == 0 else None
+        point = point or self._next_in_turn()
+        if point is not None:
+            self._explored[point] = self._rounds
+        return point
+
+    def _next_degraded(self) -> Point | None:
+        if self.degraded is None:
+            return None
+        online = [p for p in self.degraded() if self.engine.live.agent_online(p.station)]
+        return min(online, key=lambda p: (self._explored.get(p, 0), p.id), default=None)
+
+    def _next_in_turn(self) -> Point | None:
         points = self.topology.points
         for i in range(len(points)):
             point = points[(self._next + i) % len(points)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +40,15 @@ class OptimizerService:
                  history: Any, knob_changes: Any, knob_sync: Any, live: Any, replay: ReplayClient | None,
                  directory: Path, *, learn: bool = True, learn_interval_s: float = 30.0,
                  retrain_every_s: float = 300.0, lookback_s: float = 3600.0, train_budget_s: float = 20.0,
-                 min_rows: int = 200, keep_analyses_s: float = 86400.0) -> None:
+                 min_rows: int = 200, keep_analyses_s: float = 86400.0,
+                 degraded: Callable[[], Collection[Point]] | None = None) -> None:
         self.topology, self.clock, self.events, self.learn = topology, clock, events, learn
         self.models = ModelSet(directory / "models", time_budget_s=train_budget_s, min_rows=min_rows, wall=clock.wall)
         self.bank = RowBank(directory / "replay_rows.npz")
         self.engine = AnalysisEngine(history, knob_sync, live, self.models, self.bank, replay, clock)
         self.learner = Learner(self.engine, self.models, self.bank, history, knob_changes.knob_set_at, topology,
                                clock, interval_s=learn_interval_s, retrain_every_s=retrain_every_s,
-                               lookback_s=lookback_s)
+                               lookback_s=lookback_s, degraded=degraded)
         self.analyses = AnalysisStore(DocumentFile(directory / "analyses.json"), clock, keep_analyses_s)
         self.execution_time = Histogram("optimization_execution_time_seconds",
                                         "Time one optimization analysis took to compute", buckets=_BUCKETS,
