@@ -48,7 +48,7 @@ class Learner:
         self.replays = self.replay_failures = 0
         self.rng = np.random.default_rng(seed)
         self._next = 0
-        self.degraded = degraded            # points with active alerts, asked each round
+        self.degraded = degraded            # points with active alerts, asked every other round
         self._rounds = 0
         self._explored: dict[Point, int] = {}  # point -> the round it was last explored in
         self._last_train = clock.monotonic()   # the first periodic training waits a full period
