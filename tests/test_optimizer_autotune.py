@@ -223,3 +223,49 @@ async def test_disabled_it_starts_nothing_and_no_proposal_means_no_change(rig) -
     await tune.wait_idle()
     assert proposer.calls and tune.points[POINT].state == IDLE
     assert services.desired.get(POINT).version == 1
+
+
+async def test_settings_per_scope_give_each_point_its_goal_and_survive_a_restart(rig) -> None:
+    services, clock, feed, proposer, autotune, events = rig
+    other = Point("Station-1", "4444")
+    proposer.knobs = None
+    tune = await autotune()
+    await tune.configure(SETTINGS)                           # POINT: minimize latency
+    underflows = AutoTuneSettings(**{**SETTINGS.__dict__, "primary": Goal.MINIMIZE_UNDERFLOWS, "scope": (other,)})
+    await tune.configure(underflows)                         # the other point gets its own goal; POINT keeps its
+    await tune.tick()
+    await tune.wait_idle()
+    goals = {c["point"]: c["goal"] for c in proposer.calls}
+    assert goals == {POINT: "latency.end_to_end", other: "underflows_per_s"}
+    status = {(p["station"], p["extension"]): p for p in tune.status([POINT, other])["points"]}
+    assert status[("Station-1", "4444")]["primaryGoal"] == "minimize_underflows"
+    assert status[("Station-1", "3333")]["primaryGoal"] == "minimize_latency"
+    profiles = tune.status([POINT])["profiles"]                # the initial (disabled) settings keep the rest
+    assert [p["enabled"] for p in profiles] == [False, True, True]
+    assert {x["extension"] for x in profiles[1]["scope"]["points"] + profiles[2]["scope"]["points"]} == {"3333", "4444"}
+
+    await tune.configure(AutoTuneSettings(**{**underflows.__dict__, "enabled": False}))   # off for `other` only
+    await tune.close()
+    again = await autotune()
+    assert again.in_scope(POINT) and not again.in_scope(other)
+    assert again.settings_for(POINT).primary is Goal.MINIMIZE_LATENCY
+
+    await again.configure(AutoTuneSettings(**{**SETTINGS.__dict__, "scope": None}))        # no scope: every point
+    assert len(again.profiles) == 1 and again.in_scope(other)
+
+
+async def test_a_change_is_judged_by_the_settings_it_was_made_under(rig) -> None:
+    services, clock, feed, proposer, autotune, events = rig
+    tune = await autotune()
+    await tune.configure(SETTINGS)
+    await feed.until(clock.wall() + 30, lambda t: 100.0)
+    await tune.tick()
+    await tune.wait_idle()
+    await tune.tick()
+    # New settings for the point while its change is verified: a goal the feed does not carry and a tight limit.
+    await tune.configure(AutoTuneSettings(**{**SETTINGS.__dict__, "primary": Goal.MINIMIZE_UNDERFLOWS,
+                                             "max_latency_ms": 50.0}))
+    await feed.until(clock.wall() + 30, lambda t: 80.0)
+    await tune.tick()
+    outcome = tune.points[POINT].last_outcome
+    assert outcome["outcome"] == "kept" and outcome["goal"] == "latency.end_to_end"

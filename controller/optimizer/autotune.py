@@ -15,6 +15,11 @@ verification at once and is never reverted over: the revert itself would also re
 change already under verification is still verified and kept or rolled back, so a change
 that hurt is never left behind by switching auto-tune off.
 
+Settings are per scope: a POST with a scope sets the settings of those points (a goal per
+station, say) and leaves the others' as they were; one without a scope sets every point's.
+The change under verification carries its goal, constraints and windows, so a point moved to
+other settings meanwhile is still judged by what it was changed for.
+
 Settings and every point's state are written to autotune.json on each transition, so a
 restarted controller resumes: a change under verification is judged from history once its
 after-window is complete, or reverted when it cannot be judged honestly.
@@ -24,7 +29,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
@@ -123,7 +128,7 @@ class AutoTune:
         self.topology, self.clock, self.knob_sync, self.live, self.history = topology, clock, knob_sync, live, history
         self.proposer, self.events, self.file = proposer, events, file
         self.settle_s, self.apply_timeout_s, self.tick_s = settle_s, apply_timeout_s, tick_s
-        self.settings = AutoTuneSettings()
+        self.profiles: list[AutoTuneSettings] = [AutoTuneSettings()]  # later ones win for their scope
         self.points: dict[Point, PointTune] = {p: PointTune() for p in topology.points}
         self.outcomes = Counter("optimizer_changes", "Auto-tune and applied-analysis changes by outcome "
                                 "(kept, rolled_back, cancelled)", ["outcome"], registry=registry) if registry else None
@@ -138,7 +143,7 @@ class AutoTune:
         await self.file.open()
         doc = await self.file.load(lambda db: db.table("autotune").get(doc_id=1))
         if doc:
-            self.settings = AutoTuneSettings.from_json(doc["settings"])
+            self.profiles = [AutoTuneSettings.from_json(d) for d in doc.get("profiles", [doc["settings"]])]
             for key, state in doc.get("points", {}).items():
                 station, ext = key.split("/")
                 if self.topology.has_point(station, ext):
@@ -167,24 +172,49 @@ class AutoTune:
                 log.exception("auto-tune tick failed")
             await asyncio.sleep(self.tick_s)
 
+    @property
+    def settings(self) -> AutoTuneSettings:
+        """The settings posted last."""
+        return self.profiles[-1]
+
+    def settings_for(self, point: Point) -> AutoTuneSettings | None:
+        """The settings `point` follows: the last posted whose scope holds it (None: no settings name it)."""
+        for profile in reversed(self.profiles):
+            if profile.scope is None or point in profile.scope:
+                return profile
+        return None
+
     async def configure(self, settings: AutoTuneSettings) -> None:
-        """New settings, effective at once (disabling cancels evaluations not yet applied)."""
+        """New settings for their scope, effective at once (disabling cancels evaluations not yet applied)."""
         async with self._lock:
             now = self.clock.wall()
-            if settings.enabled and not self.settings.enabled:
-                for tune in self.points.values():
-                    tune.next_evaluation = now    # first evaluation at the next tick
-            if not settings.enabled:
-                for point, task in list(self._tasks.items()):
-                    if self.points[point].state == EVALUATING:
-                        task.cancel()
-                        self.points[point].state = IDLE
-            self.settings = settings
+            affected = self.topology.points if settings.scope is None else settings.scope
+            for point in affected:
+                old = self.settings_for(point)
+                if settings.enabled and not (old is not None and old.enabled):
+                    self.points[point].next_evaluation = now    # first evaluation at the next tick
+                task = self._tasks.get(point)
+                if not settings.enabled and task is not None and self.points[point].state == EVALUATING:
+                    task.cancel()
+                    self.points[point].state = IDLE
+            self.profiles = [*self._without(settings.scope), settings]
             await self._save()
 
+    def _without(self, scope: tuple[Point, ...] | None) -> list[AutoTuneSettings]:
+        """The profiles as they apply to the points outside `scope` (empty ones dropped)."""
+        if scope is None:
+            return []
+        kept = []
+        for profile in self.profiles:
+            rest = tuple(p for p in (profile.scope or self.topology.points) if p not in scope)
+            if rest:
+                kept.append(replace(profile, scope=rest))
+        return kept
+
     def in_scope(self, point: Point) -> bool:
-        scope = self.settings.scope
-        return scope is None or point in scope
+        """Auto-tune works on `point` (settings name it and are enabled)."""
+        settings = self.settings_for(point)
+        return settings is not None and settings.enabled
 
     # --- the cycle ------------------------------------------------------------------------
 
@@ -196,17 +226,17 @@ class AutoTune:
                 continue
             if tune.state == VERIFYING:
                 await self._advance(point, tune, now)
-            elif self.settings.enabled and self.in_scope(point) and self._due(tune, now):
+            elif self.in_scope(point) and self._due(tune, now, self._settings(point).max_per_hour):
                 tune.state = EVALUATING
                 self._tasks[point] = asyncio.get_running_loop().create_task(self._evaluate(point, tune))
                 self._tasks[point].add_done_callback(lambda _t, p=point: self._tasks.pop(p, None))
 
-    def _due(self, tune: PointTune, now: float) -> bool:
+    def _due(self, tune: PointTune, now: float, cap: int) -> bool:
         if now < tune.next_evaluation or now < tune.cooldown_until:
             return False
         tune.adjustments = [t for t in tune.adjustments if t > now - HOUR_S]
-        if len(tune.adjustments) >= self.settings.max_per_hour:
-            tune.note = f"hourly cap reached ({self.settings.max_per_hour} changes in the last hour)"
+        if len(tune.adjustments) >= cap:
+            tune.note = f"hourly cap reached ({cap} changes in the last hour)"
             tune.next_evaluation = tune.adjustments[0] + HOUR_S
             return False
         return True
@@ -216,8 +246,11 @@ class AutoTune:
         while self._tasks:
             await asyncio.gather(*self._tasks.values(), return_exceptions=True)
 
+    def _settings(self, point: Point) -> AutoTuneSettings:
+        return self.settings_for(point) or AutoTuneSettings()
+
     async def _evaluate(self, point: Point, tune: PointTune) -> None:
-        s = self.settings
+        s = self._settings(point)
         try:
             avoid = [b["knobs"] for b in tune.bad]
             proposal = await self.proposer.propose(point, s.primary.target, s.constraints, s.mode, avoid,
@@ -227,10 +260,10 @@ class AutoTune:
             if proposal is None:
                 tune.state, tune.note = IDLE, "no change the models and replays support"
                 return
-            if not self.settings.enabled:   # switched off while the proposal was being worked out
+            if not self.in_scope(point):   # switched off while the proposal was being worked out
                 tune.state = IDLE
                 return
-            keys = self._keys(proposal.goal)
+            keys = self._keys(proposal.goal, s.constraints)
             before = await measure_window(self.history, point, now - s.window_s, now, keys)
             reason = (f"auto-tune ({s.primary.value}): predicted {proposal.goal} "
                       f"{proposal.predicted[proposal.goal].median:.4g} from {_fmt(proposal.now.get(proposal.goal))}")
@@ -245,7 +278,10 @@ class AutoTune:
                            "before": {k: v.to_json() for k, v in before.items()},
                            "predicted": {k: v.to_json() for k, v in proposal.predicted.items()},
                            "replayDelta": proposal.replay_delta, "evidence": list(proposal.evidence),
-                           "conditions": dict(self.live.points[point].conditions)}
+                           "conditions": dict(self.live.points[point].conditions),
+                           "constraints": {"maxLatency": s.max_latency_ms, "minQuality": s.min_quality,
+                                           "maxPacketLoss": s.max_packet_loss},
+                           "windowS": s.window_s, "cooldownS": s.cooldown_s}
             tune.last_change = {k: tune.change[k] for k in ("version", "knobs", "previous", "goal", "committedAt")}
             tune.state, tune.note = VERIFYING, None
         except asyncio.CancelledError:
@@ -254,12 +290,12 @@ class AutoTune:
         except Exception as exc:
             log.exception("auto-tune evaluation of %s failed", point.id)
             tune.state, tune.note = IDLE, f"evaluation failed: {exc}"
-            tune.next_evaluation = self.clock.wall() + self.settings.evaluation_interval_s
+            tune.next_evaluation = self.clock.wall() + s.evaluation_interval_s
         finally:
             await self._save()
 
-    def _keys(self, goal: str, constraints: Constraints | None = None) -> list[str]:
-        constraints = self.settings.constraints if constraints is None else constraints
+    @staticmethod
+    def _keys(goal: str, constraints: Constraints) -> list[str]:
         return list(dict.fromkeys([goal, *(t.key for t in constraints.targets)]))
 
     async def adopt(self, point: Point, change: dict[str, Any]) -> None:
@@ -292,12 +328,13 @@ class AutoTune:
                 await self._roll_back(point, tune, f"the agent did not apply version {change['version']} within "
                                                    f"{self.apply_timeout_s:.0f} s", {}, None)
             return
-        window = float(change.get("windowS") or self.settings.window_s)
+        window = float(change.get("windowS") or self._settings(point).window_s)
         start = change["appliedAt"] + self.settle_s
         if now < start + window:
             return
         await self.history.flush()
-        constraints = constraints_from_request(change["constraints"]) if "constraints" in change else self.settings.constraints
+        constraints = (constraints_from_request(change["constraints"]) if "constraints" in change
+                       else self._settings(point).constraints)
         keys = self._keys(change["goal"], constraints)
         after = await measure_window(self.history, point, start, start + window, keys)
         before = {k: WindowStats(**v) for k, v in change["before"].items()}
@@ -341,7 +378,8 @@ class AutoTune:
         tune.last_outcome = doc
         tune.change = None
         tune.state = COOLDOWN
-        tune.cooldown_until = now + self.settings.cooldown_s
+        cooldown = change.get("cooldownS")
+        tune.cooldown_until = now + float(self._settings(point).cooldown_s if cooldown is None else cooldown)
         tune.next_evaluation = max(tune.next_evaluation, tune.cooldown_until)
         if self.outcomes is not None:
             self.outcomes.labels(outcome).inc()
@@ -366,7 +404,7 @@ class AutoTune:
     # --- persistence and reading ----------------------------------------------------------
 
     async def _save(self) -> None:
-        doc = {"settings": self.settings.to_json(),
+        doc = {"settings": self.settings.to_json(), "profiles": [p.to_json() for p in self.profiles],
                "points": {p.id: t.to_json() for p, t in self.points.items()}}
         await self.file.write(lambda db: db.table("autotune").upsert(Document(doc, doc_id=1)))
 
@@ -374,14 +412,16 @@ class AutoTune:
         now = self.clock.wall()
         points = []
         for point in visible:
-            t = self.points[point]
+            t, s = self.points[point], self.settings_for(point)
             points.append({"station": point.station, "extension": point.extension,
                            "inScope": self.in_scope(point), "state": t.state,
+                           "primaryGoal": s.primary.value if s is not None else None,
                            "lastChange": t.last_change, "lastOutcome": t.last_outcome, "note": t.note,
                            "nextEvaluation": iso_ms(max(t.next_evaluation, t.cooldown_until))
-                           if self.settings.enabled and self.in_scope(point) else None,
+                           if self.in_scope(point) else None,
                            "adjustmentsLastHour": sum(1 for a in t.adjustments if a > now - HOUR_S)})
-        return {"settings": self.settings.to_json(), "points": points}
+        return {"settings": self.settings.to_json(), "profiles": [p.to_json() for p in self.profiles],
+                "points": points}
 
 
 def constraints_from_request(doc: dict[str, Any]) -> Constraints:

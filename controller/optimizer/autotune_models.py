@@ -41,7 +41,7 @@ class AutoTuneRequest(StrictBody):
     mode: Literal["conservative", "balanced", "aggressive"] = "balanced"
     targets: AutoTuneTargets
     schedule: AutoTuneSchedule = Field(default_factory=AutoTuneSchedule)
-    scope: Scope = Field(None, description="Points auto-tune works on (default: all)")  # type: ignore[assignment]
+    scope: Scope = Field(None, description="Points these settings are for (default: all); other points keep theirs")  # type: ignore[assignment]
 
 
 class AutoTuneStatusConstraints(Body):
@@ -82,7 +82,8 @@ class AutoTuneSettingsDoc(Body):
 class PointStatus(Body):
     station: str
     extension: str
-    inScope: bool
+    inScope: bool = Field(description="Enabled settings name this point")
+    primaryGoal: str | None = Field(description="The goal of the settings this point follows")
     state: Literal["idle", "evaluating", "verifying", "cooldown"]
     lastChange: dict[str, Any] | None
     lastOutcome: dict[str, Any] | None = Field(description="kept | rolled_back | cancelled, with before/after figures")
@@ -92,5 +93,7 @@ class PointStatus(Body):
 
 
 class AutoTuneStatus(Body):
-    settings: AutoTuneSettingsDoc
+    settings: AutoTuneSettingsDoc = Field(description="The settings posted last")
+    profiles: list[AutoTuneSettingsDoc] = Field(description="Every settings in force, each with the points it "
+                                                "covers (a later POST's scope takes its points from earlier ones)")
     points: list[PointStatus]
