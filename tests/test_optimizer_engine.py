@@ -184,3 +184,12 @@ async def test_prediction_follows_the_learned_effect(learned) -> None:
     assert long[UNDERFLOWS.key]["predicted"] < short[UNDERFLOWS.key]["predicted"]
     interval = long[LATENCY.key]["interval"]
     assert interval["p10"] <= interval["median"] <= interval["p90"]
+
+
+async def test_an_aggressive_proposal_carries_only_the_knobs_that_matter(learned) -> None:
+    # Only the playout delay acts in this world: whatever else a wide random draw moved is pruned away.
+    engine, _, _, _ = learned
+    outcome = await engine.outcome(POINT, UNDERFLOWS, Constraints(), Mode.AGGRESSIVE)
+    assert outcome.proposal is not None, outcome.reason
+    assert set(outcome.proposal.knobs) <= {"playout_delay", "jitter_buffer_depth"}, outcome.proposal.knobs
+    assert outcome.proposal.predicted[UNDERFLOWS.key].hi < outcome.proposal.now[UNDERFLOWS.key]

@@ -23,7 +23,7 @@ from controller.optimizer import features as F
 from controller.optimizer.dataset import RowBank, replay_rows
 from controller.optimizer.proposal import Interval, Mode, Proposal
 from controller.optimizer.replay import ReplayAnswer, ReplayClient, ReplayUnavailable
-from controller.optimizer.search import Scored, move_weights, sample_candidates, score
+from controller.optimizer.search import Scored, move_weights, prune, sample_candidates, score
 from controller.optimizer.targets import (
     MINIMIZE,
     TARGETS,
@@ -121,6 +121,9 @@ class AnalysisEngine:
         if not scored:
             return Outcome(point, None, "no candidate whose pessimistic prediction improves "
                                         f"{goal.key} inside the constraints", len(drawn), 0)
+        scored = list(dict((repr(sorted(c.partial.items())), c) for c in (
+            prune(self.models.models, goal, constraints, now.now, now.knobs, c, now.context, secondary)
+            for c in scored[: self.replay_top])).values()) + scored[self.replay_top:]
         chosen, delta, evidence = scored[0], {}, ("model",)
         if use_replay and self.replay is not None and self.live.agent_online(point.station):
             verdicts = await self.replay_check(now, [c.partial for c in scored[: self.replay_top]], goal, constraints)

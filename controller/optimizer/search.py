@@ -19,6 +19,11 @@ supported only when the lower end of its predicted improvement of the goal is ab
 (for a minimised target: the 90th percentile is below today's measured value) and the
 pessimistic end of every constrained target stays inside its limit (a limit already broken
 today must not get worse). Among those, the best lower bound wins; fewer moves break ties.
+
+A random draw moves knobs the goal does not need alongside those it does, so the winners are
+pruned (`prune`): a move is dropped when the candidate without it is still supported with at
+least `PRUNE_KEEP` of the pessimistic improvement. An operator then sees the smallest change
+that does the job, and the verification judges the knobs that matter.
 """
 from __future__ import annotations
 
@@ -53,6 +58,7 @@ PRIOR: dict[str, tuple[str, ...]] = {
 }
 _PRIOR_SHARE = 0.8          # of the draws; the rest from every move
 STABILITY_TOLERANCE = 0.1   # underflows per second a candidate may add under preserveStability (median)
+PRUNE_KEEP = 0.9            # share of the pessimistic improvement a pruned candidate must keep
 
 
 def move_weights(target: str) -> np.ndarray:
@@ -189,3 +195,30 @@ def _ranked(bound: np.ndarray, ok: np.ndarray, candidates: Sequence[Mapping[str,
 def _interval(p: Prediction, i: int) -> Interval:
     return Interval(float(p.lo[i]), float(p.median[i]), float(p.hi[i]))
 
+
+
+def _moves_of(partial: Mapping[str, Any]) -> list[tuple[str, ...]]:
+    """The moves (change sets or single knobs) a partial set is made of."""
+    return list(dict.fromkeys(CHANGE_SETS[_IN_SET[k]] if k in _IN_SET else (k,) for k in partial))
+
+
+def prune(models: Mapping[str, QuantileModel], goal: Target, constraints: Constraints,
+          now: Mapping[str, float | None], current: Mapping[str, Any], chosen: Scored, context: np.ndarray,
+          secondary: Target | None = None) -> Scored:
+    """`chosen` without the moves it does not need: greedily, while a smaller candidate keeps its support."""
+    best = chosen
+    while True:
+        moves = _moves_of(best.partial)
+        if len(moves) <= 1:
+            return best
+        smaller = []
+        for move in moves:
+            partial = _repair({k: v for k, v in best.partial.items() if k not in move}, current)
+            clean, problems = validate(partial, base=current) if partial else ({}, ["empty"])
+            if not problems:
+                smaller.append(clean)
+        scored = [c for c in score(models, goal, constraints, now, current, smaller, context, secondary)
+                  if c.bound >= PRUNE_KEEP * chosen.bound]
+        if not scored:
+            return best
+        best = scored[0]
