@@ -8,6 +8,7 @@ goal, respect a latency ceiling, and propose nothing where the models cannot sup
 """
 from __future__ import annotations
 
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import numpy as np
 import pytest
 
 from controller.optimizer.dataset import RowBank, RowBlock, history_rows, windowed
-from controller.optimizer.engine import AnalysisEngine
+from controller.optimizer.engine import AnalysisEngine, Replayed
 from controller.optimizer.features import FEATURE_INDEX
 from controller.optimizer.proposal import Mode
 from controller.optimizer.targets import LATENCY, UNDERFLOWS, Constraints, constraints_of
@@ -193,3 +194,39 @@ async def test_an_aggressive_proposal_carries_only_the_knobs_that_matter(learned
     assert outcome.proposal is not None, outcome.reason
     assert set(outcome.proposal.knobs) <= {"playout_delay", "jitter_buffer_depth"}, outcome.proposal.knobs
     assert outcome.proposal.predicted[UNDERFLOWS.key].hi < outcome.proposal.now[UNDERFLOWS.key]
+
+
+def _replayed(engine, version: int, partial: dict, underflows: tuple[float, float],
+              latency: tuple[float, float] = (0.0, 0.5), age_s: float = 60.0) -> Replayed:
+    nan = (float("nan"), float("nan"))
+    return Replayed(engine.clock.wall() - age_s, version, partial,
+                    {UNDERFLOWS.key: underflows, LATENCY.key: latency, "quality": nan, "residual_loss": nan}, True)
+
+
+async def test_the_points_own_replays_support_a_change_the_models_cannot(learned) -> None:
+    engine, _, _, _ = learned
+    version = engine.knob_sync.store.get(POINT).version
+    good = {"playout_delay": 90}
+    engine.replayed[POINT] = deque([
+        _replayed(engine, version, {"playout_delay": 60}, (-0.1, 0.2)),                 # within the noise
+        _replayed(engine, version, {"playout_delay": 70}, (-2.0, 0.3), latency=(+30.0, 1.0)),   # breaks the limit
+        _replayed(engine, version - 1, {"playout_delay": 80}, (-3.0, 0.3)),             # another version
+        _replayed(engine, version, {"playout_delay": 100}, (-3.0, 0.3), age_s=5000),     # too old
+        _replayed(engine, version, {"playout_delay": 1000}, (-4.0, 0.3)),               # outside the trust region
+        _replayed(engine, version, good, (-1.5, 0.25), latency=(-1.0, 0.5)),
+    ])
+    # A latency ceiling already broken today (~80 ms): no model candidate's pessimistic end keeps it.
+    ceiling = constraints_of(max_latency_ms=10.0)
+    outcome = await engine.outcome(POINT, UNDERFLOWS, ceiling, Mode.BALANCED)
+    assert outcome.proposal is not None, outcome.reason
+    p = outcome.proposal
+    assert p.knobs == good and p.evidence == ("replay",) and outcome.supported == 0
+    today = p.now[UNDERFLOWS.key]
+    interval = p.predicted[UNDERFLOWS.key]
+    assert interval.median == pytest.approx(today - 1.5)
+    assert interval.hi - interval.median == pytest.approx(1.2816 * 0.25)
+    assert p.confidence > 0.99 and p.replay_delta[UNDERFLOWS.key] == -1.5
+
+    engine.replayed[POINT].pop()                         # without it nothing holds: the answer says so
+    outcome = await engine.outcome(POINT, UNDERFLOWS, ceiling, Mode.BALANCED)
+    assert outcome.proposal is None and "no replay of this point measured one" in outcome.reason

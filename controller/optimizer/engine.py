@@ -7,11 +7,24 @@ trained models and, when the point's agent is online, checks the best few by wha
 on the agent (baseline and candidates on the same recorded trace, so the difference is paired
 and the noise small): a candidate that replay measures as not better is dropped, and one that
 replay confirms carries both kinds of evidence. Replayed windows also become training rows.
+
+Replay is also evidence on its own. The models learn across points and need many replays
+before their pessimistic intervals support a change (docs/optimizer.md), but each replay
+already measures candidates on the point's own trace against the set it runs, paired window
+by window. So every replayed candidate's differences are remembered per point (for
+`REPLAY_MEMORY_S`, under the version it was replayed against); when the models support
+nothing, a remembered candidate inside the trust region whose goal improved beyond
+`REPLAY_SIGMAS` standard errors with every constraint kept is proposed with evidence
+`replay`, after a second replay on a fresh trace confirms it (when the agent is online; an
+analysis, which answers without waiting for a replay, has its replay check follow). Its
+interval and confidence come from the paired differences: today's value plus the mean
+difference, +-1.28 standard errors for the 10th-90th percentiles (normal approximation).
 """
 from __future__ import annotations
 
 import logging
 import math
+from collections import deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,10 +36,14 @@ from controller.optimizer import features as F
 from controller.optimizer.dataset import RowBank, replay_rows
 from controller.optimizer.proposal import Interval, Mode, Proposal
 from controller.optimizer.replay import ReplayAnswer, ReplayClient, ReplayUnavailable
-from controller.optimizer.search import Scored, move_weights, prune, sample_candidates, score
+from controller.optimizer.search import Scored, in_trust_region, move_weights, prune, sample_candidates, score
 from controller.optimizer.targets import (
+    LATENCY,
     MINIMIZE,
+    QUALITY,
+    RESIDUAL_LOSS,
     TARGETS,
+    UNDERFLOWS,
     Constraints,
     Target,
     columns_for,
@@ -40,6 +57,19 @@ from shared.topology import Point
 log = logging.getLogger("tpmon.controller.optimizer")
 
 REPLAY_SIGMAS = 2.0    # a replayed difference counts when it is this many standard errors from zero
+REPLAY_MEMORY_S = 900.0  # replayed candidates are evidence for a point this long (under the same version)
+Z80 = 1.2816           # the 10th and 90th percentiles of a normal, in standard deviations
+_REPLAY_KEYS = (LATENCY.key, QUALITY.key, RESIDUAL_LOSS.key, UNDERFLOWS.key)
+
+
+@dataclass(frozen=True)
+class Replayed:
+    """A candidate replayed on a point's trace against the set the point ran: the paired differences measured."""
+    at: float                                 # wall time of the replay
+    base_version: int                         # the desired version it was replayed against
+    partial: dict[str, Any]                   # the knobs it changed
+    effect: dict[str, tuple[float, float]]    # target -> (mean difference to today's set, standard error)
+    send_replayed: bool
 
 
 @dataclass
@@ -74,6 +104,7 @@ class AnalysisEngine:
         self.now_window_s, self.window_s = now_window_s, window_s
         self.candidates, self.replay_top, self.replay_timeout_s = candidates, replay_top, replay_timeout_s
         self.rng = np.random.default_rng(seed)
+        self.replayed: dict[Point, deque[Replayed]] = {}
 
     # --- today's figures ------------------------------------------------------------------
 
@@ -119,8 +150,7 @@ class AnalysisEngine:
         drawn = [c for c in drawn if not any(_near(c, bad) for bad in avoid)]
         scored = score(self.models.models, goal, constraints, now.now, now.knobs, drawn, now.context, secondary)
         if not scored:
-            return Outcome(point, None, "no candidate whose pessimistic prediction improves "
-                                        f"{goal.key} inside the constraints", len(drawn), 0)
+            return await self._from_replays(now, goal, constraints, mode, avoid, use_replay, len(drawn))
         scored = list(dict((repr(sorted(c.partial.items())), c) for c in (
             prune(self.models.models, goal, constraints, now.now, now.knobs, c, now.context, secondary)
             for c in scored[: self.replay_top])).values()) + scored[self.replay_top:]
@@ -136,6 +166,70 @@ class AnalysisEngine:
                 delta = verdict.measured
                 evidence = ("replay", "model") if verdict.status == "confirmed" else ("model",)
         return Outcome(point, self._proposal(now, goal, chosen, delta, evidence), None, len(drawn), len(scored))
+
+    async def _from_replays(self, now: PointNow, goal: Target, constraints: Constraints, mode: Mode,
+                            avoid: Sequence[Mapping[str, Any]], use_replay: bool, drawn: int) -> Outcome:
+        """When the models support nothing: the best candidate the point's own replays measured better, re-checked."""
+        none = (f"no candidate whose pessimistic prediction improves {goal.key} inside the constraints, and no "
+                "replay of this point measured one")
+        found = self.replay_supported(now, goal, constraints, mode, avoid)
+        if found is None:
+            return Outcome(now.point, None, none, drawn, 0)
+        partial, effect = found.partial, found.effect
+        if use_replay and self.replay is not None and self.live.agent_online(now.point.station):
+            verdicts = await self.replay_check(now, [partial], goal, constraints)   # a fresh trace
+            if verdicts is not None:
+                if verdicts[0].status != "confirmed":
+                    return Outcome(now.point, None, f"a replayed candidate did not hold on a fresh trace: "
+                                                    f"{verdicts[0].reason}", drawn, 0)
+                effect = verdicts[0].effect
+        proposal = self._replay_proposal(now, goal, constraints, partial, effect)
+        return Outcome(now.point, proposal, None, drawn, 0)
+
+    def replay_supported(self, now: PointNow, goal: Target, constraints: Constraints, mode: Mode,
+                         avoid: Sequence[Mapping[str, Any]] = ()) -> Replayed | None:
+        """The remembered replay of `now.point` that best improves `goal` beyond the noise, constraints kept."""
+        cutoff = self.clock.wall() - REPLAY_MEMORY_S
+        best, best_gain = None, 0.0
+        for r in self.replayed.get(now.point, ()):
+            if r.at < cutoff or r.base_version != now.version or not in_trust_region(r.partial, now.knobs, mode):
+                continue
+            if any(_near(r.partial, bad) for bad in avoid):
+                continue
+            verdict = _verdict(r.partial, r.send_replayed, r.effect, goal, constraints, now.now)
+            if verdict.status != "confirmed":
+                continue
+            mean, _ = r.effect[goal.key]
+            gain = -mean if goal.direction == MINIMIZE else mean
+            if gain > best_gain:
+                best, best_gain = r, gain
+        return best
+
+    def _replay_proposal(self, now: PointNow, goal: Target, constraints: Constraints, partial: Mapping[str, Any],
+                         effect: Mapping[str, tuple[float, float]]) -> Proposal:
+        predicted = {}
+        for key, (mean, se) in effect.items():
+            today = now.now.get(key)
+            if today is None or math.isnan(mean):
+                continue
+            spread = Z80 * (se if math.isfinite(se) else 0.0)
+            predicted[key] = Interval(today + mean - spread, today + mean, today + mean + spread)
+        mean, se = effect[goal.key]
+        gain = -mean if goal.direction == MINIMIZE else mean
+        confidence = _normal_cdf(gain / se) if se > 0 else 1.0
+        risk = 0.0
+        for limit in constraints.limits:
+            m, e = effect.get(limit.target.key, (math.nan, math.nan))
+            today = now.now.get(limit.target.key)
+            if today is None or math.isnan(m) or not e > 0:
+                continue
+            below = _normal_cdf((limit.bound - (today + m)) / e)
+            risk = max(risk, 1.0 - below if limit.target.direction == MINIMIZE else below)
+        set_id = f"cs_{now.point.station}_{now.point.extension}_{now.version + 1}"
+        return Proposal(now.point, dict(partial), {k: now.knobs[k] for k in partial}, {set_id: tuple(partial)},
+                        goal.key, dict(now.now), predicted, confidence, risk, ("replay",),
+                        replay_delta={k: v[0] for k, v in effect.items() if not math.isnan(v[0])},
+                        base_version=now.version)
 
     def _proposal(self, now: PointNow, goal: Target, chosen: Scored, delta: dict[str, float],
                   evidence: tuple[str, ...]) -> Proposal:
@@ -156,7 +250,7 @@ class AnalysisEngine:
             log.info("replay of %s unavailable: %s", now.point.id, exc)
             return None
         self.keep_replay(answer, now)
-        keys = [goal.key, *(t.key for t in constraints.targets)]
+        keys = list(dict.fromkeys([goal.key, *(t.key for t in constraints.targets), *_REPLAY_KEYS]))
         effects = replay_effects(answer, keys)
         return [_verdict(partial, result.send_replayed, effect, goal, constraints, now.now)
                 for partial, result, effect in zip(partials, answer.results[1:], effects[1:])]
@@ -167,6 +261,12 @@ class AnalysisEngine:
                             answer.window_s, answer.conditions, sibling.conditions, now.now.get("performance.cpu_usage"),
                             self.clock.wall(), self.window_s)
         self.bank.add(block)
+        memory = self.replayed.setdefault(now.point, deque(maxlen=300))
+        base = answer.results[0].knobs
+        for result, effect in zip(answer.results[1:], replay_effects(answer, _REPLAY_KEYS)[1:]):
+            partial = {k: v for k, v in result.knobs.items() if base.get(k) != v}
+            if partial:
+                memory.append(Replayed(self.clock.wall(), now.version, partial, effect, result.send_replayed))
 
     # --- prediction --------------------------------------------------------------------------
 
@@ -223,21 +323,29 @@ class ReplayVerdict:
     status: str                        # confirmed | refuted | unanswerable (send knobs of a real source)
     measured: dict[str, float]         # target -> replayed mean difference to today's set
     reason: str = ""
+    effect: dict[str, tuple[float, float]] = field(default_factory=dict)   # target -> (mean, standard error)
 
 
 def _verdict(partial: Mapping[str, Any], send_replayed: bool, effect: Mapping[str, tuple[float, float]], goal: Target,
              constraints: Constraints, today: Mapping[str, float | None]) -> ReplayVerdict:
     measured = {k: v[0] for k, v in effect.items() if not math.isnan(v[0])}
+    effect = dict(effect)
     if not send_replayed and any(KNOBS_BY_NAME[k].acts is Acts.SEND for k in partial):
         return ReplayVerdict("unanswerable", {}, "send knobs cannot be replayed from a real source's packets")
     mean, se = effect.get(goal.key, (math.nan, math.nan))
     gain = -mean if goal.direction == MINIMIZE else mean
     if not gain > max(REPLAY_SIGMAS * se, 0.0):
-        return ReplayVerdict("refuted", measured, f"replay measured {goal.key} {mean:+.4g} (standard error {se:.2g})")
+        return ReplayVerdict("refuted", measured, f"replay measured {goal.key} {mean:+.4g} (standard error {se:.2g})",
+                             effect)
     broken = [lim.name for lim in constraints.limits if _breaks(lim, today.get(lim.target.key), effect.get(lim.target.key))]
     if broken:
-        return ReplayVerdict("refuted", measured, f"replay breaks {', '.join(broken)}")
-    return ReplayVerdict("confirmed", measured)
+        return ReplayVerdict("refuted", measured, f"replay breaks {', '.join(broken)}", effect)
+    return ReplayVerdict("confirmed", measured, f"replay measured {goal.key} {mean:+.4g} (standard error {se:.2g})",
+                         effect)
+
+
+def _normal_cdf(z: float) -> float:
+    return 0.5 * (1.0 + math.erf(z / math.sqrt(2.0)))
 
 
 def _breaks(limit: Any, today: float | None, effect: tuple[float, float] | None) -> bool:

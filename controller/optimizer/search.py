@@ -222,3 +222,19 @@ def prune(models: Mapping[str, QuantileModel], goal: Target, constraints: Constr
         if not scored:
             return best
         best = scored[0]
+
+
+# Knobs `_repair` moves to keep a cross-knob rule, possibly further than a step.
+_REPAIRED = frozenset({"jitter_buffer_depth", *CHANGE_SETS["buffer_sizes"]})
+
+
+def in_trust_region(partial: Mapping[str, Any], current: Mapping[str, Any], mode: Mode) -> bool:
+    """`partial` moves at most `mode.max_moves` moves, each numeric knob by at most `mode.step` of its range."""
+    if len(_moves_of(partial)) > mode.max_moves:
+        return False
+    for name, value in partial.items():
+        knob = KNOBS_BY_NAME[name]
+        if knob.type in (KnobType.INT, KnobType.FLOAT) and name not in _REPAIRED and \
+                abs(float(value) - float(current[name])) > mode.step * (float(knob.maximum) - float(knob.minimum)) + 1e-9:
+            return False
+    return True
