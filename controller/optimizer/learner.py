@@ -2,7 +2,7 @@
 
 Live history at defaults says little about what knobs do, so every `interval_s` the learner
 takes an online point and asks its agent to replay its recent trace under
-today's set, `explore` random candidates of the widest trust region (weighted toward the knob
+today's set, `explore` random candidates of every trust region (weighted toward the knob
 categories that act on the core targets) and, once models exist, the models' best candidate
 for each core target (so what the models believe is checked where it matters). The windows
 become training rows. Points are taken in turn, but every other round goes to a degraded point
@@ -118,7 +118,11 @@ class Learner:
         if now.pending or now.samples < 10:
             return 0
         weights = np.mean([move_weights(t) for t in PRIOR], axis=0)
-        candidates = sample_candidates(now.knobs, Mode.AGGRESSIVE, self.explore, self.rng, weights)
+        # Every trust region gets draws: the wide ones teach the models most, the narrow ones can become
+        # proposals of the narrower modes on the strength of this replay alone (engine.replay_supported).
+        shares = {Mode.AGGRESSIVE: 0.4, Mode.BALANCED: 0.35, Mode.CONSERVATIVE: 0.25}
+        candidates = [c for mode, share in shares.items()
+                      for c in sample_candidates(now.knobs, mode, max(1, round(self.explore * share)), self.rng, weights)]
         for key in CORE_TARGETS:
             if self.models.models:
                 drawn = sample_candidates(now.knobs, Mode.BALANCED, 500, self.rng, move_weights(key))
