@@ -20,6 +20,7 @@ from controller.optimizer.dataset import RowBank, RowBlock, history_rows, window
 from controller.optimizer.engine import AnalysisEngine, Replayed
 from controller.optimizer.features import FEATURE_INDEX
 from controller.optimizer.proposal import Mode
+from controller.optimizer.search_pool import SearchPool, SearchRequest, SearchTimeout
 from controller.optimizer.targets import LATENCY, UNDERFLOWS, Constraints, constraints_of
 from controller.optimizer.trainer import ModelSet
 from controller.sample import Sample
@@ -230,3 +231,26 @@ async def test_the_points_own_replays_support_a_change_the_models_cannot(learned
     engine.replayed[POINT].pop()                         # without it nothing holds: the answer says so
     outcome = await engine.outcome(POINT, UNDERFLOWS, ceiling, Mode.BALANCED)
     assert outcome.proposal is None and "no replay of this point measured one" in outcome.reason
+
+
+async def test_the_search_runs_in_a_worker_process_as_it_would_in_process(learned) -> None:
+    engine, _, _, models = learned
+    now = await engine.state(POINT, [UNDERFLOWS.key])
+    request = SearchRequest(UNDERFLOWS, Constraints(), dict(now.now), dict(now.knobs), now.context, Mode.BALANCED,
+                            400, seed=3)
+    local = await SearchPool(in_process=True).search(models.models, request)
+    pool = SearchPool(timeout_s=60)
+    try:
+        remote = await pool.search(models.models, request)
+        assert remote.drawn == local.drawn and remote.supported == local.supported > 0
+        assert [b.partial for b in remote.best] == [b.partial for b in local.best]
+        assert pool._sent                                     # the worker holds the models now: not sent again
+        again = await pool.search(models.models, request)
+        assert [b.partial for b in again.best] == [b.partial for b in local.best]
+        pool.timeout_s = 0.001                                # a search over its time: abandoned, worker replaced
+        with pytest.raises(SearchTimeout):
+            await pool.search(models.models, request)
+        pool.timeout_s = 60
+        assert [b.partial for b in (await pool.search(models.models, request)).best] == [b.partial for b in local.best]
+    finally:
+        pool.close()

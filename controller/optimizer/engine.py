@@ -36,7 +36,8 @@ from controller.optimizer import features as F
 from controller.optimizer.dataset import RowBank, replay_rows
 from controller.optimizer.proposal import Interval, Mode, Proposal
 from controller.optimizer.replay import ReplayAnswer, ReplayClient, ReplayUnavailable
-from controller.optimizer.search import Scored, in_trust_region, move_weights, prune, sample_candidates, score
+from controller.optimizer.search import Scored, in_trust_region, near
+from controller.optimizer.search_pool import SearchPool, SearchRequest, SearchTimeout
 from controller.optimizer.targets import (
     LATENCY,
     MINIMIZE,
@@ -51,7 +52,7 @@ from controller.optimizer.targets import (
     target_series,
 )
 from controller.optimizer.trainer import ModelSet
-from shared.knobs import KNOBS_BY_NAME, Acts, KnobType
+from shared.knobs import KNOBS_BY_NAME, Acts
 from shared.topology import Point
 
 log = logging.getLogger("tpmon.controller.optimizer")
@@ -98,12 +99,14 @@ class Outcome:
 class AnalysisEngine:
     def __init__(self, history: Any, knob_sync: Any, live: Any, models: ModelSet, bank: RowBank,
                  replay: ReplayClient | None, clock: Clock, *, now_window_s: float = 60.0, window_s: float = 3.0,
-                 candidates: int = 2000, replay_top: int = 3, replay_timeout_s: float = 60.0, seed: int = 0) -> None:
+                 candidates: int = 2000, replay_top: int = 3, replay_timeout_s: float = 60.0, seed: int = 0,
+                 search_pool: SearchPool | None = None) -> None:
         self.history, self.knob_sync, self.live = history, knob_sync, live
         self.models, self.bank, self.replay, self.clock = models, bank, replay, clock
         self.now_window_s, self.window_s = now_window_s, window_s
         self.candidates, self.replay_top, self.replay_timeout_s = candidates, replay_top, replay_timeout_s
         self.rng = np.random.default_rng(seed)
+        self.search_pool = search_pool or SearchPool(in_process=True)
         self.replayed: dict[Point, deque[Replayed]] = {}
 
     # --- today's figures ------------------------------------------------------------------
@@ -146,14 +149,15 @@ class AnalysisEngine:
             return Outcome(point, None, f"too few recent samples ({now.samples} in the last {self.now_window_s:.0f} s)")
         if now.pending:
             return Outcome(point, None, "a knob change is still pending on the agent")
-        drawn = sample_candidates(now.knobs, mode, self.candidates, self.rng, move_weights(goal.key))
-        drawn = [c for c in drawn if not any(_near(c, bad) for bad in avoid)]
-        scored = score(self.models.models, goal, constraints, now.now, now.knobs, drawn, now.context, secondary)
+        try:
+            found = await self.search_pool.search(self.models.models, SearchRequest(
+                goal, constraints, dict(now.now), dict(now.knobs), now.context, mode, self.candidates,
+                int(self.rng.integers(2**31)), tuple(dict(a) for a in avoid), secondary, self.replay_top))
+        except SearchTimeout as exc:
+            return Outcome(point, None, str(exc))
+        drawn, scored = found.drawn, found.best
         if not scored:
-            return await self._from_replays(now, goal, constraints, mode, avoid, use_replay, len(drawn))
-        scored = list(dict((repr(sorted(c.partial.items())), c) for c in (
-            prune(self.models.models, goal, constraints, now.now, now.knobs, c, now.context, secondary)
-            for c in scored[: self.replay_top])).values()) + scored[self.replay_top:]
+            return await self._from_replays(now, goal, constraints, mode, avoid, use_replay, drawn)
         chosen, delta, evidence = scored[0], {}, ("model",)
         if use_replay and self.replay is not None and self.live.agent_online(point.station):
             verdicts = await self.replay_check(now, [c.partial for c in scored[: self.replay_top]], goal, constraints)
@@ -161,11 +165,11 @@ class AnalysisEngine:
                 confirmed = [(c, v) for c, v in zip(scored, verdicts) if v.status != "refuted"]
                 if not confirmed:
                     return Outcome(point, None, "replay on the agent measured none of the models' best candidates "
-                                                "as better", len(drawn), len(scored))
+                                                "as better", drawn, found.supported)
                 chosen, verdict = confirmed[0]
                 delta = verdict.measured
                 evidence = ("replay", "model") if verdict.status == "confirmed" else ("model",)
-        return Outcome(point, self._proposal(now, goal, chosen, delta, evidence), None, len(drawn), len(scored))
+        return Outcome(point, self._proposal(now, goal, chosen, delta, evidence), None, drawn, found.supported)
 
     async def _from_replays(self, now: PointNow, goal: Target, constraints: Constraints, mode: Mode,
                             avoid: Sequence[Mapping[str, Any]], use_replay: bool, drawn: int) -> Outcome:
@@ -194,7 +198,7 @@ class AnalysisEngine:
         for r in self.replayed.get(now.point, ()):
             if r.at < cutoff or r.base_version != now.version or not in_trust_region(r.partial, now.knobs, mode):
                 continue
-            if any(_near(r.partial, bad) for bad in avoid):
+            if any(near(r.partial, bad) for bad in avoid):
                 continue
             verdict = _verdict(r.partial, r.send_replayed, r.effect, goal, constraints, now.now)
             if verdict.status != "confirmed":
@@ -356,20 +360,6 @@ def _breaks(limit: Any, today: float | None, effect: tuple[float, float] | None)
     if limit.broken_by(today):
         return (after > today) if limit.target.direction == MINIMIZE else (after < today)
     return limit.broken_by(after)
-
-
-def _near(candidate: Mapping[str, Any], bad: Mapping[str, Any]) -> bool:
-    """A candidate is in a bad region when it moves the same knobs the same way, within 10 % of their range."""
-    if set(candidate) != set(bad):
-        return False
-    for name, value in candidate.items():
-        knob = KNOBS_BY_NAME[name]
-        if knob.type in (KnobType.BOOL, KnobType.ENUM):
-            if value != bad[name]:
-                return False
-        elif abs(float(value) - float(bad[name])) > 0.1 * (float(knob.maximum) - float(knob.minimum)):
-            return False
-    return True
 
 
 def _mean(column: np.ndarray) -> float | None:

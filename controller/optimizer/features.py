@@ -12,7 +12,7 @@ learns a default direction for them).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -62,6 +62,20 @@ def decode_knob(knob: Knob, code: float) -> Any:
 
 def knob_vector(knobs: Mapping[str, Any]) -> np.ndarray:
     return np.array([encode_knob(k, knobs.get(k.name)) for k in SEARCHABLE], dtype=np.float32)
+
+
+_SEARCHABLE_INDEX = {k.name: i for i, k in enumerate(SEARCHABLE)}
+
+
+def knob_vectors(current: Mapping[str, Any], partials: Sequence[Mapping[str, Any]]) -> np.ndarray:
+    """knob_vector of `current` updated by each partial set, one row each (today's set encoded once)."""
+    out = np.tile(knob_vector(current), (len(partials), 1))
+    for row, partial in zip(out, partials):
+        for name, value in partial.items():
+            i = _SEARCHABLE_INDEX.get(name)
+            if i is not None:
+                row[i] = encode_knob(SEARCHABLE[i], value)
+    return out
 
 
 def context_vector(conditions: Mapping[str, Any], sibling: Mapping[str, Any] | None, host_cpu: float | None,

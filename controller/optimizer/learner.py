@@ -25,7 +25,8 @@ from controller.optimizer.dataset import RowBank, RowBlock, history_rows
 from controller.optimizer.engine import AnalysisEngine
 from controller.optimizer.proposal import Mode
 from controller.optimizer.replay import ReplayUnavailable
-from controller.optimizer.search import PRIOR, move_weights, sample_candidates, score
+from controller.optimizer.search import PRIOR, move_weights, sample_candidates
+from controller.optimizer.search_pool import SearchRequest, SearchTimeout
 from controller.optimizer.targets import LATENCY, QUALITY, RESIDUAL_LOSS, TARGETS, UNDERFLOWS, Constraints
 from controller.optimizer.trainer import ModelSet, TrainingRun
 from shared.topology import Point, Topology
@@ -124,10 +125,15 @@ class Learner:
         candidates = [c for mode, share in shares.items()
                       for c in sample_candidates(now.knobs, mode, max(1, round(self.explore * share)), self.rng, weights)]
         for key in CORE_TARGETS:
-            if self.models.models:
-                drawn = sample_candidates(now.knobs, Mode.BALANCED, 500, self.rng, move_weights(key))
-                best = score(self.models.models, TARGETS[key], Constraints(), now.now, now.knobs, drawn, now.context)
-                candidates += [b.partial for b in best[:1]]
+            if key in self.models.models:
+                try:
+                    found = await self.engine.search_pool.search(self.models.models, SearchRequest(
+                        TARGETS[key], Constraints(), dict(now.now), dict(now.knobs), now.context, Mode.BALANCED, 500,
+                        int(self.rng.integers(2**31)), prune_top=1, keep=1))
+                except SearchTimeout as exc:
+                    log.info("exploration search on %s: %s", point.id, exc)
+                    continue
+                candidates += [b.partial for b in found.best]
         sets = [now.knobs] + [{**now.knobs, **c} for c in candidates]
         try:
             answer = await self.engine.replay.evaluate(point, sets, self.engine.replay_timeout_s)

@@ -78,12 +78,18 @@ def sample_candidates(current: Mapping[str, Any], mode: Mode, count: int, rng: n
     weights = np.full(len(MOVES), 1.0 / len(MOVES)) if weights is None else weights
     seen: set[str] = set()
     out: list[dict[str, Any]] = []
-    for _ in range(count * 3):
+    draws = count * 3
+    # Weighted draws without replacement for every candidate at once (Gumbel top-k: the k largest of
+    # log w + Gumbel noise are a weighted sample of k without replacement), not one rng.choice each.
+    with np.errstate(divide="ignore"):
+        keys = np.log(weights)[None, :] + rng.gumbel(size=(draws, len(MOVES)))
+    order = np.argsort(-keys, axis=1)[:, :mode.max_moves]
+    sizes = rng.integers(1, mode.max_moves + 1, size=draws)
+    for i in range(draws):
         if len(out) >= count:
             break
-        moves = rng.choice(len(MOVES), size=int(rng.integers(1, mode.max_moves + 1)), replace=False, p=weights)
         partial: dict[str, Any] = {}
-        for m in moves:
+        for m in order[i, :sizes[i]]:
             for name in MOVES[m]:
                 value = _moved(KNOBS_BY_NAME[name], current[name], mode.step, rng)
                 if value != current[name]:
@@ -139,7 +145,7 @@ def score(models: Mapping[str, QuantileModel], goal: Target, constraints: Constr
     needed = (goal, *constraints.targets, *((secondary,) if secondary else ()))
     if any(t.key not in models for t in needed) or not candidates:
         return []
-    vectors = np.stack([F.knob_vector({**current, **c}) for c in candidates] + [F.knob_vector(current)])
+    vectors = F.knob_vectors(current, [*candidates, {}])
     X = F.rows(vectors, context)
     preds = {t.key: models[t.key].predict(X) for t in needed}
     g = preds[goal.key]
@@ -236,5 +242,19 @@ def in_trust_region(partial: Mapping[str, Any], current: Mapping[str, Any], mode
         knob = KNOBS_BY_NAME[name]
         if knob.type in (KnobType.INT, KnobType.FLOAT) and name not in _REPAIRED and \
                 abs(float(value) - float(current[name])) > mode.step * (float(knob.maximum) - float(knob.minimum)) + 1e-9:
+            return False
+    return True
+
+
+def near(candidate: Mapping[str, Any], bad: Mapping[str, Any]) -> bool:
+    """A candidate is in a bad region when it moves the same knobs the same way, within 10 % of their range."""
+    if set(candidate) != set(bad):
+        return False
+    for name, value in candidate.items():
+        knob = KNOBS_BY_NAME[name]
+        if knob.type in (KnobType.BOOL, KnobType.ENUM):
+            if value != bad[name]:
+                return False
+        elif abs(float(value) - float(bad[name])) > 0.1 * (float(knob.maximum) - float(knob.minimum)):
             return False
     return True

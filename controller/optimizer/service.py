@@ -25,6 +25,7 @@ from controller.optimizer.dataset import RowBank
 from controller.optimizer.engine import AnalysisEngine
 from controller.optimizer.learner import Learner
 from controller.optimizer.replay import ReplayClient
+from controller.optimizer.search_pool import SearchPool
 from controller.optimizer.trainer import ModelSet
 from controller.optimizer.verify import measure_window
 from shared.topology import Point, Topology
@@ -45,7 +46,8 @@ class OptimizerService:
         self.topology, self.clock, self.events, self.learn = topology, clock, events, learn
         self.models = ModelSet(directory / "models", time_budget_s=train_budget_s, min_rows=min_rows, wall=clock.wall)
         self.bank = RowBank(directory / "replay_rows.npz")
-        self.engine = AnalysisEngine(history, knob_sync, live, self.models, self.bank, replay, clock)
+        self.engine = AnalysisEngine(history, knob_sync, live, self.models, self.bank, replay, clock,
+                                     search_pool=SearchPool())
         self.learner = Learner(self.engine, self.models, self.bank, history, knob_changes.knob_set_at, topology,
                                clock, interval_s=learn_interval_s, retrain_every_s=retrain_every_s,
                                lookback_s=lookback_s, degraded=degraded)
@@ -76,6 +78,7 @@ class OptimizerService:
         await self.learner.stop()
         await self.autotune.close()
         self.models.close()
+        self.engine.search_pool.close()
         await asyncio.to_thread(self.bank.save)
         await self.analyses.close()
 
