@@ -3,11 +3,15 @@
 A target is something measured per sample window that a knob change can move. Four are
 derived from the 68 catalog metrics because the catalog's own form misleads an optimizer:
 
-- `quality` — a score in [0, 1]: 0.6 * (MOS - 1) / 3.5 + 0.4 * clip(SNR / 30 dB, 0, 1), where
+- `quality` — a score in [0, 1]: 0.6 * (MOS - 1) / 3.5 + 0.4 * clip(S / 30 dB, 0, 1), where
   MOS is the G.107 E-model estimate the agent computes from measured delay and the measured
   sequence of played and concealed playout slots (so late packets count, as a listener hears
-  them), and SNR is the measured audioQuality.snr of the processed audio. The first term carries
-  the transport (delay, loss, underflows), the second what the audio chain does to the talker.
+  them), and S is the measured audioQuality.sinad of the processed audio against the clean
+  reference where the agent has one (the simulator, a lab set-up), else audioQuality.snr. The
+  first term carries the transport (delay, loss, underflows), the second what reaches the
+  listener besides the talker. SINAD counts echo, noise and distortion alike; SNR alone, split
+  by a voice detector, counts loud echo as speech, so it scored "echo cancellation off" as
+  better on a station with strong echo (bench optimize, the first run).
 - `residual_loss` — packets lost after every repair (FEC, retransmission) in the window divided
   by the packets expected in it, from the loss_count and received_count counters (not the
   cumulative packet.loss_rate, which a change moves only slowly).
@@ -131,12 +135,17 @@ def constraints_of(max_latency_ms: float | None = None, min_quality: float | Non
 
 _INDEX = {m.key: i for i, m in enumerate(METRICS)}
 NEEDED_METRICS: tuple[str, ...] = ("latency.end_to_end", "audioQuality.mos_score", "audioQuality.snr",
-                                   "packet.loss_count", "packet.received_count", "buffer.underflow_count")
+                                   "audioQuality.sinad", "packet.loss_count", "packet.received_count", "buffer.underflow_count")
 
 
-def quality_score(mos: np.ndarray, snr_db: np.ndarray) -> np.ndarray:
-    """The documented score in [0, 1] (module docstring); NaN where MOS is unknown, SNR 0 dB where unknown."""
-    snr = np.nan_to_num(np.asarray(snr_db, dtype=float), nan=0.0)
+def quality_score(mos: np.ndarray, snr_db: np.ndarray, sinad_db: np.ndarray | None = None) -> np.ndarray:
+    """The documented score in [0, 1] (module docstring): SINAD where known, else SNR (0 dB when neither);
+    NaN where MOS is unknown."""
+    snr = np.asarray(snr_db, dtype=float)
+    if sinad_db is not None:
+        sinad = np.asarray(sinad_db, dtype=float)
+        snr = np.where(np.isnan(sinad), snr, sinad)
+    snr = np.nan_to_num(snr, nan=0.0)
     return np.clip(0.6 * (np.asarray(mos, dtype=float) - 1.0) / 3.5 + 0.4 * np.clip(snr / 30.0, 0.0, 1.0), 0.0, 1.0)
 
 
@@ -155,7 +164,8 @@ def target_series(ts_s: np.ndarray, values: Mapping[str, np.ndarray], keys: Sequ
     out: dict[str, np.ndarray] = {}
     for key in keys:
         if key == "quality":
-            out[key] = quality_score(values["audioQuality.mos_score"], values["audioQuality.snr"])
+            out[key] = quality_score(values["audioQuality.mos_score"], values["audioQuality.snr"],
+                                     values.get("audioQuality.sinad"))
         elif key == "underflows_per_s":
             d = _delta(values["buffer.underflow_count"])
             out[key] = np.where(ok & (d >= 0), d / np.where(ok, dt, 1.0), np.nan)
@@ -174,7 +184,7 @@ def columns_for(keys: Sequence[str]) -> tuple[str, ...]:
     needed: list[str] = []
     for key in keys:
         if key == "quality":
-            needed += ["audioQuality.mos_score", "audioQuality.snr"]
+            needed += ["audioQuality.mos_score", "audioQuality.snr", "audioQuality.sinad"]
         elif key == "underflows_per_s":
             needed.append("buffer.underflow_count")
         elif key == "residual_loss":

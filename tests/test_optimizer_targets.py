@@ -1,0 +1,27 @@
+"""The quality score: SINAD against the reference where the agent has one, SNR otherwise."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from controller.optimizer.targets import quality_score, target_series
+
+
+def test_the_audio_term_is_sinad_where_known_and_snr_where_not() -> None:
+    mos = np.array([4.5, 4.5, 4.5, np.nan])
+    snr = np.array([40.0, 40.0, np.nan, 40.0])
+    sinad = np.array([6.0, np.nan, np.nan, 6.0])
+    q = quality_score(mos, snr, sinad)
+    assert q[0] == pytest.approx(0.6 + 0.4 * 6 / 30)      # loud echo: high SNR, low SINAD -> SINAD counts
+    assert q[1] == pytest.approx(1.0)                     # no reference: SNR (clipped at 30 dB)
+    assert q[2] == pytest.approx(0.6)                     # neither: 0 dB
+    assert np.isnan(q[3])                                 # no MOS: unknown
+
+
+def test_target_series_reads_sinad_when_the_history_has_it() -> None:
+    ts = np.arange(4, dtype=float)
+    values = {"audioQuality.mos_score": np.full(4, 4.5), "audioQuality.snr": np.full(4, 40.0),
+              "audioQuality.sinad": np.full(4, 15.0)}
+    assert target_series(ts, values, ["quality"])["quality"] == pytest.approx(np.full(4, 0.6 + 0.2))
+    del values["audioQuality.sinad"]
+    assert target_series(ts, values, ["quality"])["quality"] == pytest.approx(np.full(4, 1.0))
