@@ -95,12 +95,12 @@ async def rig(tmp_path: Path):
 
 async def cycle(tune: AutoTune, feed: Feed, clock: ManualClock, before: float, after: float) -> None:
     """Before-window at `before` ms, a change, the after-window at `after` ms, then the verdict."""
-    await feed.until(clock.wall() + 30, lambda t: before)
+    await feed.until(clock.wall() + 40, lambda t: before)
     await tune.tick()
     await tune.wait_idle()
     assert tune.points[POINT].state == VERIFYING
     await tune.tick()                                          # the agent's ACK is in: applied
-    await feed.until(clock.wall() + 30, lambda t: after)      # settle 2 s + a 20 s window, with room
+    await feed.until(clock.wall() + 40, lambda t: after)      # settle 2 s + a 30 s window, with room
     await tune.tick()
 
 
@@ -179,13 +179,13 @@ async def test_a_persons_change_cancels_the_verification_and_is_never_reverted(r
     services, clock, feed, proposer, autotune, events = rig
     tune = await autotune()
     await tune.configure(SETTINGS)
-    await feed.until(clock.wall() + 30, lambda t: 100.0)
+    await feed.until(clock.wall() + 40, lambda t: 100.0)
     await tune.tick()
     await tune.wait_idle()
     assert tune.points[POINT].state == VERIFYING
     await services.knob_sync.change(POINT, {"agc_enabled": False}, Attribution("alice", "api"))
     assert tune.points[POINT].last_outcome["outcome"] == "cancelled"
-    await feed.until(clock.wall() + 30, lambda t: 150.0)      # worse, but alice's change stands
+    await feed.until(clock.wall() + 40, lambda t: 150.0)      # worse, but alice's change stands
     await tune.tick()
     desired = services.desired.get(POINT)
     assert desired.knobs["agc_enabled"] is False and desired.knobs["playout_delay"] == 20
@@ -196,14 +196,14 @@ async def test_a_restart_mid_verification_verifies_after_it(rig) -> None:
     services, clock, feed, proposer, autotune, events = rig
     tune = await autotune()
     await tune.configure(SETTINGS)
-    await feed.until(clock.wall() + 30, lambda t: 100.0)
+    await feed.until(clock.wall() + 40, lambda t: 100.0)
     await tune.tick()
     await tune.wait_idle()
     await tune.tick()
     await tune.close()                                        # the controller stops mid-verification
     again = await autotune()
     assert again.points[POINT].state == VERIFYING and again.settings.enabled
-    await feed.until(clock.wall() + 30, lambda t: 130.0)
+    await feed.until(clock.wall() + 40, lambda t: 130.0)
     await again.tick()
     assert again.points[POINT].last_outcome["outcome"] == "rolled_back"
     assert services.desired.get(POINT).knobs["playout_delay"] == 50
@@ -213,7 +213,7 @@ async def test_disabled_it_starts_nothing_and_no_proposal_means_no_change(rig) -
     services, clock, feed, proposer, autotune, events = rig
     tune = await autotune()
     await tune.configure(AutoTuneSettings(**{**SETTINGS.__dict__, "enabled": False}))
-    await feed.until(clock.wall() + 30, lambda t: 100.0)
+    await feed.until(clock.wall() + 40, lambda t: 100.0)
     await tune.tick()
     await tune.wait_idle()
     assert not proposer.calls
@@ -258,14 +258,14 @@ async def test_a_change_is_judged_by_the_settings_it_was_made_under(rig) -> None
     services, clock, feed, proposer, autotune, events = rig
     tune = await autotune()
     await tune.configure(SETTINGS)
-    await feed.until(clock.wall() + 30, lambda t: 100.0)
+    await feed.until(clock.wall() + 40, lambda t: 100.0)
     await tune.tick()
     await tune.wait_idle()
     await tune.tick()
     # New settings for the point while its change is verified: a goal the feed does not carry and a tight limit.
     await tune.configure(AutoTuneSettings(**{**SETTINGS.__dict__, "primary": Goal.MINIMIZE_UNDERFLOWS,
                                              "max_latency_ms": 50.0}))
-    await feed.until(clock.wall() + 30, lambda t: 80.0)
+    await feed.until(clock.wall() + 40, lambda t: 80.0)
     await tune.tick()
     outcome = tune.points[POINT].last_outcome
     assert outcome["outcome"] == "kept" and outcome["goal"] == "latency.end_to_end"
