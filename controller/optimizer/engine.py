@@ -183,7 +183,9 @@ class AnalysisEngine:
         if use_replay and self.replay is not None and self.live.agent_online(now.point.station):
             verdicts = await self.replay_check(now, [partial], goal, constraints)   # a fresh trace
             if verdicts is not None:
-                if verdicts[0].status != "confirmed":
+                if verdicts[0].status != "confirmed":   # not asked again on the strength of the first replay
+                    memory = self.replayed.get(now.point, deque())
+                    self.replayed[now.point] = deque((r for r in memory if r.partial != partial), memory.maxlen)
                     return Outcome(now.point, None, f"a replayed candidate did not hold on a fresh trace: "
                                                     f"{verdicts[0].reason}", drawn, 0)
                 effect = verdicts[0].effect
