@@ -20,6 +20,7 @@ from controller.optimizer.dataset import RowBank, RowBlock, history_rows, window
 from controller.optimizer.engine import AnalysisEngine, Replayed
 from controller.optimizer.features import FEATURE_INDEX
 from controller.optimizer.proposal import Mode
+from controller.optimizer.replay import ReplayUnavailable
 from controller.optimizer.search_pool import SearchPool, SearchRequest, SearchTimeout
 from controller.optimizer.targets import LATENCY, UNDERFLOWS, Constraints, constraints_of
 from controller.optimizer.trainer import ModelSet
@@ -254,3 +255,18 @@ async def test_the_search_runs_in_a_worker_process_as_it_would_in_process(learne
         assert [b.partial for b in (await pool.search(models.models, request)).best] == [b.partial for b in local.best]
     finally:
         pool.close()
+
+
+async def test_nothing_is_changed_unchecked_while_the_agent_could_check_it(learned) -> None:
+    engine, _, _, _ = learned
+
+    class Unavailable:
+        async def evaluate(self, point, sets, timeout_s):
+            raise ReplayUnavailable("agent Station-7 did not answer the replay within 60 s")
+
+    assert (await engine.outcome(POINT, UNDERFLOWS, Constraints(), Mode.CONSERVATIVE)).proposal is not None
+    engine.replay, engine.live.agent_online = Unavailable(), lambda station: True
+    outcome = await engine.outcome(POINT, UNDERFLOWS, Constraints(), Mode.CONSERVATIVE)
+    assert outcome.proposal is None and "could not check" in outcome.reason and "did not answer" in outcome.reason
+    # An analysis answers from the models at once (its replay check follows): not blocked.
+    assert (await engine.outcome(POINT, UNDERFLOWS, Constraints(), Mode.CONSERVATIVE, use_replay=False)).proposal

@@ -61,6 +61,9 @@ REPLAY_SIGMAS = 2.0    # a replayed difference counts when it is this many stand
 REPLAY_MEMORY_S = 900.0  # replayed candidates are evidence for a point this long (under the same version)
 Z80 = 1.2816           # the 10th and 90th percentiles of a normal, in standard deviations
 _REPLAY_KEYS = (LATENCY.key, QUALITY.key, RESIDUAL_LOSS.key, UNDERFLOWS.key)
+# Where a target can be at all: a replayed difference's normal interval is clipped to it.
+_PHYSICAL = {LATENCY.key: (0.0, math.inf), QUALITY.key: (0.0, 1.0), RESIDUAL_LOSS.key: (0.0, 1.0),
+             UNDERFLOWS.key: (0.0, math.inf)}
 
 
 @dataclass(frozen=True)
@@ -99,7 +102,7 @@ class Outcome:
 class AnalysisEngine:
     def __init__(self, history: Any, knob_sync: Any, live: Any, models: ModelSet, bank: RowBank,
                  replay: ReplayClient | None, clock: Clock, *, now_window_s: float = 60.0, window_s: float = 3.0,
-                 candidates: int = 2000, replay_top: int = 3, replay_timeout_s: float = 60.0, seed: int = 0,
+                 candidates: int = 1000, replay_top: int = 3, replay_timeout_s: float = 60.0, seed: int = 0,
                  search_pool: SearchPool | None = None) -> None:
         self.history, self.knob_sync, self.live = history, knob_sync, live
         self.models, self.bank, self.replay, self.clock = models, bank, replay, clock
@@ -108,6 +111,7 @@ class AnalysisEngine:
         self.rng = np.random.default_rng(seed)
         self.search_pool = search_pool or SearchPool(in_process=True)
         self.replayed: dict[Point, deque[Replayed]] = {}
+        self.last_replay_error = ""
 
     # --- today's figures ------------------------------------------------------------------
 
@@ -161,14 +165,15 @@ class AnalysisEngine:
         chosen, delta, evidence = scored[0], {}, ("model",)
         if use_replay and self.replay is not None and self.live.agent_online(point.station):
             verdicts = await self.replay_check(now, [c.partial for c in scored[: self.replay_top]], goal, constraints)
-            if verdicts is not None:
-                confirmed = [(c, v) for c, v in zip(scored, verdicts) if v.status != "refuted"]
-                if not confirmed:
-                    return Outcome(point, None, "replay on the agent measured none of the models' best candidates "
-                                                "as better", drawn, found.supported)
-                chosen, verdict = confirmed[0]
-                delta = verdict.measured
-                evidence = ("replay", "model") if verdict.status == "confirmed" else ("model",)
+            if verdicts is None:
+                return Outcome(point, None, self._unchecked(), drawn, found.supported)
+            confirmed = [(c, v) for c, v in zip(scored, verdicts) if v.status != "refuted"]
+            if not confirmed:
+                return Outcome(point, None, "replay on the agent measured none of the models' best candidates "
+                                            "as better", drawn, found.supported)
+            chosen, verdict = confirmed[0]
+            delta = verdict.measured
+            evidence = ("replay", "model") if verdict.status == "confirmed" else ("model",)
         return Outcome(point, self._proposal(now, goal, chosen, delta, evidence), None, drawn, found.supported)
 
     async def _from_replays(self, now: PointNow, goal: Target, constraints: Constraints, mode: Mode,
@@ -182,13 +187,14 @@ class AnalysisEngine:
         partial, effect = found.partial, found.effect
         if use_replay and self.replay is not None and self.live.agent_online(now.point.station):
             verdicts = await self.replay_check(now, [partial], goal, constraints)   # a fresh trace
-            if verdicts is not None:
-                if verdicts[0].status != "confirmed":   # not asked again on the strength of the first replay
-                    memory = self.replayed.get(now.point, deque())
-                    self.replayed[now.point] = deque((r for r in memory if r.partial != partial), memory.maxlen)
-                    return Outcome(now.point, None, f"a replayed candidate did not hold on a fresh trace: "
-                                                    f"{verdicts[0].reason}", drawn, 0)
-                effect = verdicts[0].effect
+            if verdicts is None:
+                return Outcome(now.point, None, self._unchecked(), drawn, 0)
+            if verdicts[0].status != "confirmed":   # not asked again on the strength of the first replay
+                memory = self.replayed.get(now.point, deque())
+                self.replayed[now.point] = deque((r for r in memory if r.partial != partial), memory.maxlen)
+                return Outcome(now.point, None, f"a replayed candidate did not hold on a fresh trace: "
+                                                f"{verdicts[0].reason}", drawn, 0)
+            effect = verdicts[0].effect
         proposal = self._replay_proposal(now, goal, constraints, partial, effect)
         return Outcome(now.point, proposal, None, drawn, 0)
 
@@ -211,6 +217,12 @@ class AnalysisEngine:
                 best, best_gain = r, gain
         return best
 
+    def _unchecked(self) -> str:
+        # A change an online agent could check is never made unchecked: the check on the point's own trace is
+        # the only paired evidence there is, and the models generalise from other points and times.
+        return (f"replay on the agent could not check the candidates ({self.last_replay_error}); nothing is changed "
+                "without that check while the agent is online")
+
     def _replay_proposal(self, now: PointNow, goal: Target, constraints: Constraints, partial: Mapping[str, Any],
                          effect: Mapping[str, tuple[float, float]]) -> Proposal:
         predicted = {}
@@ -219,7 +231,9 @@ class AnalysisEngine:
             if today is None or math.isnan(mean):
                 continue
             spread = Z80 * (se if math.isfinite(se) else 0.0)
-            predicted[key] = Interval(today + mean - spread, today + mean, today + mean + spread)
+            lo, hi = _PHYSICAL.get(key, (-math.inf, math.inf))
+            predicted[key] = Interval(*(min(hi, max(lo, v)) for v in (today + mean - spread, today + mean,
+                                                                       today + mean + spread)))
         mean, se = effect[goal.key]
         gain = -mean if goal.direction == MINIMIZE else mean
         confidence = _normal_cdf(gain / se) if se > 0 else 1.0
@@ -254,6 +268,7 @@ class AnalysisEngine:
             answer = await self.replay.evaluate(now.point, sets, self.replay_timeout_s)
         except ReplayUnavailable as exc:
             log.info("replay of %s unavailable: %s", now.point.id, exc)
+            self.last_replay_error = str(exc)
             return None
         self.keep_replay(answer, now)
         keys = list(dict.fromkeys([goal.key, *(t.key for t in constraints.targets), *_REPLAY_KEYS]))
