@@ -80,13 +80,15 @@ class Sizes:
     cooldown_ms: int
     learn_interval_s: int
     retrain_s: int
+    quiet_analyses: int = 10   # per degraded station, after the run with learning paused
     align_drift: bool = True  # the after-window at the before-window's drift phase (a smoke run cannot wait 300 s)
 
 
 FULL = Sizes(degraded=(4, 7, 11), healthy=(1, 2), warmup_s=20, window_s=120, tune_s=600, settle_timeout_s=180,
              evaluation_ms=30_000, cooldown_ms=60_000, learn_interval_s=2, retrain_s=30)
 SMOKE = Sizes(degraded=(7,), healthy=(), warmup_s=2, window_s=10, tune_s=12, settle_timeout_s=30,
-              evaluation_ms=10_000, cooldown_ms=0, learn_interval_s=2, retrain_s=10, align_drift=False)
+              evaluation_ms=10_000, cooldown_ms=0, learn_interval_s=2, retrain_s=10, quiet_analyses=1,
+              align_drift=False)
 
 
 def _iso(t: float) -> str:
@@ -224,12 +226,36 @@ def _run_site(tmp: Path, sizes: Sizes) -> dict[str, Any]:
                 [GOALS[station][1], *HEALTHY_TARGETS]))
             figures[point.id] = (measure(base, point, t_before, t_before + sizes.window_s, keys),
                                  measure(base, point, t_after, t_after + sizes.window_s, keys))
-        return {"figures": figures, "outcomes": outcomes, "analyses": analyses,
+        quiet = _quiet_analyses(tmp, controller, base, every, sizes)
+        return {"figures": figures, "outcomes": outcomes, "analyses": analyses, "quiet": quiet,
                 "tune_s": t_after - t_tune}
     finally:
         for agent in agents:
             agent.stop()
         controller.stop()
+
+
+def _quiet_analyses(tmp: Path, controller: Proc, base: str, every: list[Point], sizes: Sizes) -> list[float]:
+    """POST /optimize wall times (ms) with the trained models but no learning in the background.
+
+    During the run the two cores are saturated by five agents, their replay workers and the
+    training worker, which says little about the analysis itself. So the controller restarts
+    with `optimizer_learning = false` (the models are on disk), and each degraded station is
+    analysed `quiet_analyses` times, a second apart, with the agents still streaming."""
+    config = tmp / "controller.toml"
+    config.write_text(config.read_text().replace("[controller]\n", "[controller]\noptimizer_learning = false\n", 1))
+    controller.stop()
+    controller.start()
+    wait_until(lambda: get_json(f"{base}/api/v1/health")[1]["activeExtensions"] >= len(every), 60, controller,
+               interval=0.5)
+    time.sleep(sizes.warmup_s)
+    times = []
+    for _ in range(sizes.quiet_analyses):
+        for n in sizes.degraded:
+            check_running(controller)
+            times.append(_analyse(base, n)[0])
+            time.sleep(1)
+    return times
 
 
 def _relative_gain(before: float | None, after: float | None, direction: int) -> float | None:
@@ -319,12 +345,18 @@ def run(smoke: bool = False) -> list[dict]:
                      "worse": ", ".join(worse) or "none"})
     trained = [a for a in analyses if a["trained"]]
     wall = [a["wall_ms"] for a in trained]
-    rows.append({"figure": "POST /optimize wall time once models exist (median; max below)",
+    rows.append({"figure": "POST /optimize wall time during the run, once models exist (median; max below)",
                  "value": statistics.median(wall) if wall else None, "baseline": ANALYSIS_GOAL_MS, "unit": "ms",
                  "ratio": statistics.median(wall) / ANALYSIS_GOAL_MS if wall else None,
                  "goal": f"<= {ANALYSIS_GOAL_MS:.0f} ms", "met": bool(wall) and max(wall) <= ANALYSIS_GOAL_MS,
                  "max": max(wall) if wall else None, "analyses": len(wall),
                  "estimatedTime_median": statistics.median(a["estimated_ms"] for a in trained) if trained else None})
+    quiet = site["quiet"]
+    rows.append({"figure": "POST /optimize wall time, models trained, learning paused, agents streaming (median)",
+                 "value": statistics.median(quiet) if quiet else None, "baseline": ANALYSIS_GOAL_MS, "unit": "ms",
+                 "ratio": statistics.median(quiet) / ANALYSIS_GOAL_MS if quiet else None,
+                 "goal": f"<= {ANALYSIS_GOAL_MS:.0f} ms", "met": bool(quiet) and max(quiet) <= ANALYSIS_GOAL_MS,
+                 "max": max(quiet) if quiet else None, "analyses": len(quiet)})
     rows.append({"figure": "auto-tune time (enabled until the last verification ended)", "value": site["tune_s"],
                  "baseline": sizes.tune_s, "unit": "s", "ratio": site["tune_s"] / sizes.tune_s,
                  "goal": "informative", "met": True})

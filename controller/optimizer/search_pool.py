@@ -88,6 +88,10 @@ def _search_in_worker(models: dict[str, tuple[Identity, bytes | None]], req: Sea
     return search({k: _WORKER_MODELS[k][1] for k in models}, req)
 
 
+def _ready() -> bool:
+    return True
+
+
 class SearchPool:
     def __init__(self, timeout_s: float = 10.0, in_process: bool = False) -> None:
         self.timeout_s, self.in_process = timeout_s, in_process
@@ -117,6 +121,12 @@ class SearchPool:
                 self._sent.update({k: _identity(m) for k, m in chosen.items()})
                 return result
             raise SearchTimeout("the search worker lost its models twice")  # pragma: no cover - defensive
+
+    def warm(self) -> None:
+        """Start the worker now (spawning it and importing XGBoost take most of a second), so the first
+        analysis after a start does not pay for it."""
+        if not self.in_process:
+            self._executor().submit(_ready)
 
     def _executor(self) -> ProcessPoolExecutor:
         if self._pool is None:  # spawn: the controller has threads and sockets a fork would copy half-alive

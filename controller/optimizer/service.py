@@ -66,6 +66,7 @@ class OptimizerService:
         await asyncio.to_thread(self.bank.load)
         await self.analyses.open()
         await self.autotune.open()
+        self.engine.search_pool.warm()
         if self.learn:
             self.learner.start()
         self._expiry = asyncio.get_running_loop().create_task(self._expire_forever())
