@@ -52,8 +52,9 @@ def test_demo_runs_stops_on_ctrl_c_and_restarts_cleanly(tmp_path: Path):
                                      headers={"Authorization": f"Bearer {operator}"})
             assert status == 200 and doc["config"]["agc_max_gain"] == 12
             assert request(f"{base}/api/v1/catalog", headers={"Authorization": f"Bearer {admin}"})[0] == 200
-            children = psutil.Process(demo.pid).children(recursive=True)
-            assert len(children) == 3  # controller + 2 agents
+            children = psutil.Process(demo.pid).children(recursive=True)   # workers too: all must stop
+            tpmon = [c for c in children if "tpmon.cli" in " ".join(c.cmdline())]
+            assert len(tpmon) == 3  # controller + 2 agents (beside the controller's search worker and the like)
             status, text = get_json(f"http://127.0.0.1:{exporter}/metrics")
             assert status == 200 and 'tpmon_agent_up 1.0' in text and 'station="Station-1"' in text
         finally:
