@@ -86,7 +86,7 @@ class Sizes:
 
 FULL = Sizes(degraded=(4, 7, 11), healthy=(1, 2), warmup_s=20, window_s=120, tune_s=600, settle_timeout_s=180,
              evaluation_ms=30_000, cooldown_ms=60_000, learn_interval_s=2, retrain_s=30)
-SMOKE = Sizes(degraded=(7,), healthy=(), warmup_s=2, window_s=10, tune_s=12, settle_timeout_s=30,
+SMOKE = Sizes(degraded=(7,), healthy=(), warmup_s=2, window_s=5, tune_s=12, settle_timeout_s=30,
               evaluation_ms=10_000, cooldown_ms=0, learn_interval_s=2, retrain_s=10, quiet_analyses=1,
               align_drift=False)
 
