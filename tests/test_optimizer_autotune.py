@@ -93,13 +93,18 @@ async def rig(tmp_path: Path):
             agent.close()
 
 
-async def cycle(tune: AutoTune, feed: Feed, clock: ManualClock, before: float, after: float) -> None:
-    """Before-window at `before` ms, a change, the after-window at `after` ms, then the verdict."""
+async def change_applied(tune: AutoTune, feed: Feed, clock: ManualClock, before: float = 100.0) -> None:
+    """Before-window at `before` ms, then auto-tune's change, applied by the agent and under verification."""
     await feed.until(clock.wall() + 40, lambda t: before)
     await tune.tick()
     await tune.wait_idle()
     assert tune.points[POINT].state == VERIFYING
     await tune.tick()                                          # the agent's ACK is in: applied
+
+
+async def cycle(tune: AutoTune, feed: Feed, clock: ManualClock, before: float, after: float) -> None:
+    """Before-window at `before` ms, a change, the after-window at `after` ms, then the verdict."""
+    await change_applied(tune, feed, clock, before)
     await feed.until(clock.wall() + 40, lambda t: after)      # settle 2 s + a 30 s window, with room
     await tune.tick()
 
@@ -196,10 +201,7 @@ async def test_a_restart_mid_verification_verifies_after_it(rig) -> None:
     services, clock, feed, proposer, autotune, events = rig
     tune = await autotune()
     await tune.configure(SETTINGS)
-    await feed.until(clock.wall() + 40, lambda t: 100.0)
-    await tune.tick()
-    await tune.wait_idle()
-    await tune.tick()
+    await change_applied(tune, feed, clock)
     await tune.close()                                        # the controller stops mid-verification
     again = await autotune()
     assert again.points[POINT].state == VERIFYING and again.settings.enabled
@@ -258,10 +260,7 @@ async def test_a_change_is_judged_by_the_settings_it_was_made_under(rig) -> None
     services, clock, feed, proposer, autotune, events = rig
     tune = await autotune()
     await tune.configure(SETTINGS)
-    await feed.until(clock.wall() + 40, lambda t: 100.0)
-    await tune.tick()
-    await tune.wait_idle()
-    await tune.tick()
+    await change_applied(tune, feed, clock)
     # New settings for the point while its change is verified: a goal the feed does not carry and a tight limit.
     await tune.configure(AutoTuneSettings(**{**SETTINGS.__dict__, "primary": Goal.MINIMIZE_UNDERFLOWS,
                                              "max_latency_ms": 50.0}))

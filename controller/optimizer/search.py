@@ -230,8 +230,9 @@ def prune(models: Mapping[str, QuantileModel], goal: Target, constraints: Constr
         best = scored[0]
 
 
-# Knobs `_repair` moves to keep a cross-knob rule, possibly further than a step.
-_REPAIRED = frozenset({"jitter_buffer_depth", *CHANGE_SETS["buffer_sizes"]})
+# The knob `_repair` raises to the playout delay (depth >= playout), possibly further than a step. The three
+# buffer sizes are only sorted among their own moved values, so each stays held to the step.
+_REPAIRED = frozenset({"jitter_buffer_depth"})
 
 
 def in_trust_region(partial: Mapping[str, Any], current: Mapping[str, Any], mode: Mode) -> bool:
