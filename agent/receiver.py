@@ -58,6 +58,7 @@ class Receiver:
         self._cursor = 0                                                    # media index after the last output sample
         self._last_packet = np.zeros(FRAME_SAMPLES)
         self._concealed_run = 0
+        self._evicted = 0           # the buffer's evicted count already entered in slot_history
         self.corrected = 0          # FEC reconstructions accepted by the buffer
         self.corrected_then_received = 0
         self.retransmit_requests = 0
@@ -67,7 +68,7 @@ class Receiver:
         self.packet_ms = FRAME_MS   # audio carried by the last intact first-copy media packet received
         self.configure(knobs)
         self.window = WindowCounters()
-        self.slot_history: deque[bool] = deque(maxlen=500)  # True = slot played, False = concealed (for the E-model)
+        self.slot_history: deque[bool] = deque(maxlen=500)  # True = played, False = concealed or evicted (E-model)
 
     def configure(self, knobs: Mapping[str, Any]) -> None:
         self.jb.apply_knobs(knobs)
@@ -99,8 +100,18 @@ class Receiver:
         self._try_fec(now)
         self._request_retransmits(now)
         self._playout(now)
+        self._note_evicted()
         self._forget(now)
         return self._take_frame()
+
+    def _note_evicted(self) -> None:
+        """Packets the buffer evicted unplayed (playout skipped past them) are audio the listener never
+        hears: they enter the slot history as lost, as G.107's packet-loss probability counts buffer
+        discards (late packets are there already: their slots were concealed)."""
+        evicted = self.jb.evicted
+        if evicted != self._evicted:
+            self.slot_history.extend([False] * min(evicted - self._evicted, self.slot_history.maxlen or 0))
+            self._evicted = evicted
 
     def _receive(self, pkt: Arrival, now: float) -> None:
         w = self.window

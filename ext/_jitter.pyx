@@ -47,6 +47,7 @@ cdef double C_SHRINK_AFTER_MS = 1000.0
 cdef double C_EPS = 1e-6
 cdef double C_BASE_BLOCK_MS = 500.0
 cdef double C_INF = float("inf")
+cdef double MIN_PACKETS = 2.0   # capacity floor in packets, whatever the knobs say (_set_capacity)
 BASE_BLOCK_MS = 500.0
 BASE_BLOCKS = 4
 cdef int64_t EMPTY = -(<int64_t>1 << 62)
@@ -256,7 +257,9 @@ cdef class JitterBuffer:
         self.configure(**{k: knobs[k] for k in KNOB_NAMES if k in knobs})
 
     cdef void _set_capacity(self, double cap_ms) noexcept:
-        self._capacity_ms = cap_ms
+        # never under two packets (the one playing and the one arriving): a smaller buffer
+        # could never start playout, whatever its knobs say
+        self._capacity_ms = max(cap_ms, MIN_PACKETS * self._last_dur)
         self._mark()
 
     cdef double _target_delay(self) noexcept:
@@ -668,6 +671,8 @@ cdef class JitterBuffer:
             self._w_wait_max = w
         self._next_ts = self._r_ts[i] + dur
         self._last_dur = dur
+        if self._capacity_ms < MIN_PACKETS * dur:   # longer packets than assumed: keep room for two
+            self._set_capacity(self._capacity_ms)
         self._cursor = cur + 1
         self._pending = True
         self._maybe_shrink(now, dur)
@@ -767,6 +772,10 @@ cdef class JitterBuffer:
     @property
     def packets(self):
         return self._count
+
+    @property
+    def evicted(self):
+        return self._dropped_evicted
 
     @property
     def playout_offset_ms(self):

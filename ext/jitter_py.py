@@ -25,6 +25,7 @@ SHRINK_AFTER_MS = 1000.0  # played audio with the level under half capacity befo
 EPS = 1e-6                # ms; absorbs float rounding in "is it due yet" comparisons
 BASE_BLOCK_MS = 500.0     # base transit = lowest transit in the current and the last 3 blocks of arrivals:
 BASE_BLOCKS = 4           # 1.5-2 s, longer than a stall, short enough to follow a route change
+MIN_PACKETS = 2.0         # capacity floor in packets, whatever the knobs say (see _set_capacity)
 _EMPTY = -(1 << 62)       # never a real sequence number
 
 
@@ -152,8 +153,11 @@ class JitterBuffer:
         self.configure(**{k: knobs[k] for k in KNOB_NAMES if k in knobs})
 
     def _set_capacity(self, cap_ms: float) -> None:
-        """Callers that know the time integrate the old level first (_advance)."""
-        self._capacity_ms = cap_ms
+        """Callers that know the time integrate the old level first (_advance).
+
+        Never under two packets (the one playing and the one arriving): a smaller buffer could
+        never start playout, whatever its knobs say."""
+        self._capacity_ms = max(cap_ms, MIN_PACKETS * self._last_dur)
         self._mark()
 
     def _target_delay(self) -> float:
@@ -530,6 +534,8 @@ class JitterBuffer:
             self._w_wait_max = wait
         self._next_ts = self._r_ts[i] + dur
         self._last_dur = dur
+        if self._capacity_ms < MIN_PACKETS * dur:   # longer packets than assumed: keep room for two
+            self._set_capacity(self._capacity_ms)
         self._cursor = cur + 1
         self._pending = True
         self._maybe_shrink(now, dur)
@@ -601,6 +607,11 @@ class JitterBuffer:
     @property
     def packets(self) -> int:
         return self._count
+
+    @property
+    def evicted(self) -> int:
+        """Packets taken out unplayed to make room or flushed on a resync (counters()' dropped_evicted)."""
+        return self._n["dropped_evicted"]
 
     @property
     def playout_offset_ms(self) -> float:

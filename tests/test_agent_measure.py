@@ -235,3 +235,18 @@ def test_an_audio_window_shorter_than_a_frame_is_refused_by_name(samples):
 
     with pytest.raises(ValueError, match="at least one 320-sample frame"):
         AudioMeter().measure(np.zeros(samples), np.zeros(samples))
+
+
+def test_sinad_falls_when_the_output_drops_out_while_the_talker_speaks():
+    rng = np.random.default_rng(5)
+    ref = rng.normal(0.0, 0.05, 320 * 8)
+    meter = AudioMeter()
+    for _ in range(20):   # a faithful copy at half gain with a little noise: about 26 dB
+        steady = meter.measure(0.5 * ref + rng.normal(0.0, 0.00125, len(ref)), ref)["sinad"]
+    assert 20.0 < steady < 32.0
+    for _ in range(10):   # the output falls silent: the least-squares gain alone would read this as perfect
+        dropped = meter.measure(np.zeros(len(ref)), ref)["sinad"]
+    assert dropped < steady - 20.0
+    for _ in range(60):   # the audio comes back: so does the figure (the error of the gap decays)
+        back = meter.measure(0.5 * ref + rng.normal(0.0, 0.00125, len(ref)), ref)["sinad"]
+    assert back > steady - 1.0

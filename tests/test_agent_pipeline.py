@@ -156,6 +156,16 @@ def test_pesq_drops_when_noise_is_added():
     assert scores[1] < scores[0] - 0.5
 
 
+def test_packets_evicted_unplayed_count_as_loss_for_the_mos(host):
+    # A buffer too small for the path's jitter evicts most packets (skip-ahead): no slot is
+    # concealed and no underflow counted, but the listener misses the audio and the MOS says so.
+    cond = dict(CLEAN_PATH, loss_rate=0.0, jitter_ms=15.0, delay_ms=70.0)
+    roomy = run(15, cond, host=host)[1][-1]
+    tiny = run(15, cond, {"buffer_size": 16, "min_buffer_size": 16, "max_buffer_size": 16}, host=host)[1][-1]
+    assert tiny["buffer.overflow_count"] > 100 and tiny["buffer.underflow_count"] <= roomy["buffer.underflow_count"] + 2
+    assert tiny["audioQuality.mos_score"] < roomy["audioQuality.mos_score"] - 1.0
+
+
 def test_audio_metrics_follow_the_output(host):
     quiet = run(10, dict(CLEAN_PATH, loss_rate=0.0), {"agc_enabled": False}, host=host)[1]
     loud = run(10, dict(CLEAN_PATH, loss_rate=0.0), {"agc_target_level": -6, "agc_max_gain": 40}, host=host)[1]

@@ -602,3 +602,26 @@ def test_constants_match_between_builds():
                  "UNDERFLOW", "WAIT", "BUFFERING", "PLAYING", "REBUFFERING", "KNOB_NAMES", "POLICIES"):
         assert getattr(c_mod, name) == getattr(jitter_py, name), name
 
+
+
+def test_capacity_is_never_under_two_packets_so_a_tiny_buffer_still_plays(jb_mod):
+    # 16 ms of capacity cannot hold one 20 ms packet: the buffer keeps room for two, as live and
+    # replay must agree (a buffer that never starts would show no underflow while nothing is heard)
+    jb = jb_mod.JitterBuffer(buffer_size=16, min_buffer_size=16, max_buffer_size=16, prefetch_ms=100,
+                             jitter_buffer_depth=40, playout_delay=20)
+    assert jb.capacity_ms == 40.0
+    _, out = drive(jb, steady(50), 50 * 20 + 100)
+    played = [item for item in out if item[2] == jitter_py.PLAYED]
+    assert len(played) > 40 and jb.capacity_ms == 40.0
+    jb = jb_mod.JitterBuffer(buffer_size=100, min_buffer_size=16, max_buffer_size=100, prefetch_ms=0,
+                             jitter_buffer_depth=40, playout_delay=20, adaptive_buffering=False)
+    drive(jb, [(k, 60.0 * k, 60.0 * k + 10, 3 * PKT, False) for k in range(5)], 400)   # 60 ms packets
+    jb.configure(buffer_size=16, min_buffer_size=16, max_buffer_size=16)
+    assert jb.capacity_ms == 120.0
+
+
+def test_evicted_counts_packets_taken_out_unplayed(jb_mod):
+    jb = small(jb_mod, "drop_oldest")
+    for k in range(7):
+        jb.push(k, 20.0 * k, 1.0 + k, PKT)
+    assert jb.evicted == jb.counters()["dropped_evicted"] == 2

@@ -67,3 +67,35 @@ def test_features_encode_every_knob_type_and_round_trip() -> None:
     row = dict(zip(F.FEATURE_NAMES[len(F.SEARCHABLE):], context))
     assert row["cond.jitter_ms"] == 60.0 and np.isnan(row["cond.loss_rate"]) and np.isnan(row["sibling.jitter_ms"])
     assert row["hour_sin"] == pytest.approx(1.0) and row["replayed"] == 1.0 and row["host_cpu"] == 12.5
+
+
+class _Linear:
+    """A stand-in quantile model (the unit isolates score()): median = a + b * playout_delay, +-spread."""
+
+    def __init__(self, a: float, b: float, spread: float) -> None:
+        self.a, self.b, self.spread = a, b, spread
+
+    def predict(self, X: np.ndarray):
+        from controller.optimizer.models import Prediction
+        m = self.a + self.b * X[:, F.FEATURE_INDEX["knob.playout_delay"]]
+        return Prediction(m - self.spread, m, m + self.spread)
+
+
+def test_without_min_quality_a_quality_loss_beyond_tolerance_is_not_supported() -> None:
+    from controller.optimizer.search import score
+    from controller.optimizer.targets import GUARD_TOLERANCE, UNDERFLOWS, constraints_of
+    current = {**defaults(), "playout_delay": 50, "jitter_buffer_depth": 400}
+    # underflows fall with a longer playout delay; quality falls too, 0.001 per ms of it
+    models = {"underflows_per_s": _Linear(2.0, -0.01, 0.05), "quality": _Linear(0.9, -0.001, 0.01)}
+    small, large = {"playout_delay": 60}, {"playout_delay": 150}
+    context = np.zeros(len(F.FEATURE_NAMES) - len(F.KNOB_FEATURES))
+    now = {"underflows_per_s": 1.5, "quality": 0.85}
+    guarded = constraints_of()                         # no minQuality: quality may not get worse
+    assert guarded.keep_quality and "quality" in {t.key for t in guarded.targets}
+    picked = [s.partial for s in score(models, UNDERFLOWS, guarded, now, current, [small, large], context)]
+    # +10 ms costs 0.01 of quality (within the 0.02 tolerance); +100 ms costs 0.1
+    assert GUARD_TOLERANCE["quality"] == 0.02 and picked == [small]
+    accepted = constraints_of(min_quality=0.7)         # a quality bound: the trade is the operator's
+    assert not accepted.keep_quality
+    picked = [s.partial for s in score(models, UNDERFLOWS, accepted, now, current, [small, large], context)]
+    assert picked[0] == large

@@ -25,3 +25,15 @@ def test_target_series_reads_sinad_when_the_history_has_it() -> None:
     assert target_series(ts, values, ["quality"])["quality"] == pytest.approx(np.full(4, 0.6 + 0.2))
     del values["audioQuality.sinad"]
     assert target_series(ts, values, ["quality"])["quality"] == pytest.approx(np.full(4, 1.0))
+
+
+def test_verification_rolls_back_a_change_that_lowered_an_unbounded_quality() -> None:
+    from controller.optimizer.targets import constraints_of
+    from controller.optimizer.verify import WindowStats, broken_constraints
+    before = {"underflows_per_s": WindowStats(1.2, 0.1, 40), "quality": WindowStats(0.80, 0.01, 40)}
+    worse = {"underflows_per_s": WindowStats(0.0, 0.0, 40), "quality": WindowStats(0.40, 0.01, 40)}
+    within_noise = {"underflows_per_s": WindowStats(0.0, 0.0, 40), "quality": WindowStats(0.79, 0.01, 40)}
+    guarded = constraints_of(max_latency_ms=450)
+    assert broken_constraints(before, worse, guarded) == ["quality may not get worse (0.8 -> 0.4)"]
+    assert broken_constraints(before, within_noise, guarded) == []
+    assert broken_constraints(before, worse, constraints_of(max_latency_ms=450, min_quality=0.3)) == []

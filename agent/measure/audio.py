@@ -7,7 +7,8 @@ comes from the spectrum of the longest voiced run; SINAD and the frequency-respo
 deviation compare the output with the clean reference aligned sample by sample (the
 receiver's media indices shifted by the chain's algorithmic delay). Quantities a window
 cannot define (no noise frame for the noise level, no voiced run for THD, a silent
-reference for SINAD) keep their running estimate instead of inventing one.
+reference for SINAD) keep their running estimate instead of inventing one. A window whose
+output is silent while the reference speaks counts for SINAD as all error (a dropout).
 """
 from __future__ import annotations
 
@@ -27,6 +28,7 @@ _ROLLOFF = 0.85
 # Ten log-spaced bands from 62.5 Hz to 8 kHz (0.7 octave each: 16 kHz audio has seven octaves of speech band).
 _BAND_EDGES = np.geomspace(62.5, 8000.0, 11)
 _EMA = 0.15                  # per-window weight of the running estimates (about one second)
+_DROPOUT = 1e-6              # output energy under this share of the reference's (-60 dB): nothing was heard
 # ufunc reductions without the Python-level wrappers of np.mean / np.sum / ndarray.max (same results:
 # np.mean is this sum divided by the count).
 _SUM, _MAX = np.add.reduce, np.maximum.reduce
@@ -47,6 +49,7 @@ class AudioMeter:
         self.band_out = np.zeros(10)
         self.band_ref = np.zeros(10)
         self._sig = self._err = 0.0
+        self._gain = 1.0             # running |gain| of the reference in the output (scales a dropout's error)
 
     def measure(self, out: np.ndarray, ref: np.ndarray) -> dict[str, float | bool]:
         """Metrics of one window of output `out` and its aligned clean reference `ref`.
@@ -141,10 +144,18 @@ class AudioMeter:
         rr = float(np.dot(ref, ref))
         if rr < 1e-9 or len(out) != len(ref):
             return
-        g = float(np.dot(out, ref)) / rr
-        err = out - g * ref
-        self._sig += _EMA * (g * g * rr - self._sig)
-        self._err += _EMA * (float(np.dot(err, err)) - self._err)
+        oo = float(np.dot(out, out))
+        if oo < _DROPOUT * rr:
+            # The talker speaks and the output is silent (a dropout): the least-squares gain would be 0
+            # and the error 0, which reads as perfect. What should have been heard is all error instead.
+            sig, noise = 0.0, self._gain * self._gain * rr
+        else:
+            g = float(np.dot(out, ref)) / rr
+            err = out - g * ref
+            sig, noise = g * g * rr, float(np.dot(err, err))
+            self._gain += _EMA * (abs(g) - self._gain)
+        self._sig += _EMA * (sig - self._sig)
+        self._err += _EMA * (noise - self._err)
         if self._err <= 1e-15:
             self.sinad = 120.0
         elif self._sig > 0:

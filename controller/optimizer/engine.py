@@ -39,6 +39,7 @@ from controller.optimizer.replay import ReplayAnswer, ReplayClient, ReplayUnavai
 from controller.optimizer.search import Scored, in_trust_region, near
 from controller.optimizer.search_pool import SearchPool, SearchRequest, SearchTimeout
 from controller.optimizer.targets import (
+    GUARD_TOLERANCE,
     LATENCY,
     MINIMIZE,
     QUALITY,
@@ -359,6 +360,8 @@ def _verdict(partial: Mapping[str, Any], send_replayed: bool, effect: Mapping[st
         return ReplayVerdict("refuted", measured, f"replay measured {goal.key} {mean:+.4g} (standard error {se:.2g})",
                              effect)
     broken = [lim.name for lim in constraints.limits if _breaks(lim, today.get(lim.target.key), effect.get(lim.target.key))]
+    broken += [f"{t.key} (may not get worse)" for t in constraints.guards
+               if t != goal and _worsens(t, effect.get(t.key))]
     if broken:
         return ReplayVerdict("refuted", measured, f"replay breaks {', '.join(broken)}", effect)
     return ReplayVerdict("confirmed", measured, f"replay measured {goal.key} {mean:+.4g} (standard error {se:.2g})",
@@ -377,6 +380,14 @@ def _breaks(limit: Any, today: float | None, effect: tuple[float, float] | None)
     if limit.broken_by(today):
         return (after > today) if limit.target.direction == MINIMIZE else (after < today)
     return limit.broken_by(after)
+
+
+def _worsens(target: Target, effect: tuple[float, float] | None) -> bool:
+    """Does the replayed difference take a guarded target worse than its tolerance allows?"""
+    if effect is None or math.isnan(effect[0]):
+        return False
+    loss = effect[0] if target.direction == MINIMIZE else -effect[0]
+    return loss > GUARD_TOLERANCE[target.key]
 
 
 def _mean(column: np.ndarray) -> float | None:

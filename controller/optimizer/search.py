@@ -18,7 +18,9 @@ Scoring is pessimistic (the opposite of an optimistic `mu - 3 sigma` bound): a c
 supported only when the lower end of its predicted improvement of the goal is above zero
 (for a minimised target: the 90th percentile is below today's measured value) and the
 pessimistic end of every constrained target stays inside its limit (a limit already broken
-today must not get worse). Among those, the best lower bound wins; fewer moves break ties.
+today must not get worse). Guarded targets (quality when no `minQuality` was given,
+underflows under `preserveStability`) may not lose more than GUARD_TOLERANCE on the predicted
+median. Among those, the best lower bound wins; fewer moves break ties.
 
 A random draw moves knobs the goal does not need alongside those it does, so the winners are
 pruned (`prune`): a move is dropped when the candidate without it is still supported with at
@@ -36,7 +38,7 @@ import numpy as np
 from controller.optimizer import features as F
 from controller.optimizer.models import Prediction, QuantileModel
 from controller.optimizer.proposal import Interval, Mode
-from controller.optimizer.targets import MAXIMIZE, MINIMIZE, UNDERFLOWS, Constraints, Target
+from controller.optimizer.targets import GUARD_TOLERANCE, MAXIMIZE, MINIMIZE, Constraints, Target
 from shared.knobs import KNOBS_BY_NAME, Knob, KnobType, validate
 
 CHANGE_SETS: dict[str, tuple[str, ...]] = {
@@ -57,7 +59,6 @@ PRIOR: dict[str, tuple[str, ...]] = {
     "quality": ("buffer", "network", "noise_reduction", "aec", "agc", "compression"),
 }
 _PRIOR_SHARE = 0.8          # of the draws; the rest from every move
-STABILITY_TOLERANCE = 0.1   # underflows per second a candidate may add under preserveStability (median)
 PRUNE_KEEP = 0.9            # share of the pessimistic improvement a pruned candidate must keep
 
 
@@ -175,11 +176,15 @@ def score(models: Mapping[str, QuantileModel], goal: Target, constraints: Constr
         ok &= allowed
         below = p.probability_below(threshold)[:-1]
         risk = np.maximum(risk, 1.0 - below if limit.target.direction == MINIMIZE else below)
-    if constraints.preserve_stability:
-        u = preds[UNDERFLOWS.key]
-        measured = now.get(UNDERFLOWS.key)
-        ceiling = (float(u.median[-1]) if measured is None else float(measured)) + STABILITY_TOLERANCE
-        ok &= u.median[:-1] <= ceiling
+    for target in constraints.guards:
+        if target == goal:
+            continue
+        u = preds[target.key]
+        measured = now.get(target.key)
+        tolerance = GUARD_TOLERANCE[target.key]
+        today_g = float(u.median[-1]) if measured is None else float(measured)
+        ok &= (u.median[:-1] <= today_g + tolerance if target.direction == MINIMIZE
+               else u.median[:-1] >= today_g - tolerance)
     order = _ranked(bound, ok, candidates, preds, secondary)
     return [Scored(dict(candidates[i]), {k: _interval(p, i) for k, p in preds.items()}, float(confidence[i]),
                    float(risk[i]), float(bound[i])) for i in order]

@@ -107,15 +107,24 @@ class Limit:
         return hi if self.target.direction == MINIMIZE else lo
 
 
+# What a guarded target may lose, on the predicted median (search) and the replayed difference.
+GUARD_TOLERANCE: dict[str, float] = {"underflows_per_s": 0.1, "quality": 0.02}
+
+
 @dataclass(frozen=True)
 class Constraints:
     limits: tuple[Limit, ...] = ()
-    preserve_stability: bool = False   # underflows per second may not rise (pessimistically) above today's
+    preserve_stability: bool = False   # underflows per second may not rise (median) above today's
+    keep_quality: bool = False         # no minQuality given: the quality score may not fall either
+
+    @property
+    def guards(self) -> tuple[Target, ...]:
+        """Targets that may not get worse (beyond GUARD_TOLERANCE predicted, beyond the noise measured)."""
+        return ((UNDERFLOWS,) if self.preserve_stability else ()) + ((QUALITY,) if self.keep_quality else ())
 
     @property
     def targets(self) -> tuple[Target, ...]:
-        extra = (UNDERFLOWS,) if self.preserve_stability else ()
-        return tuple(dict.fromkeys([lim.target for lim in self.limits] + list(extra)))
+        return tuple(dict.fromkeys([lim.target for lim in self.limits] + list(self.guards)))
 
 
 def constraints_of(max_latency_ms: float | None = None, min_quality: float | None = None,
@@ -128,7 +137,8 @@ def constraints_of(max_latency_ms: float | None = None, min_quality: float | Non
         limits.append(Limit(QUALITY, float(min_quality), field_prefix + "minQuality"))
     if max_packet_loss is not None:
         limits.append(Limit(RESIDUAL_LOSS, float(max_packet_loss), field_prefix + "maxPacketLoss"))
-    return Constraints(tuple(limits), preserve_stability)
+    # Without a quality bound nobody accepted a quality trade: what the listener hears may not get worse.
+    return Constraints(tuple(limits), preserve_stability, keep_quality=min_quality is None)
 
 
 # --- computing targets from samples ---------------------------------------------------------

@@ -83,7 +83,8 @@ def judge(before: WindowStats, after: WindowStats, target: Target) -> Verdict:
 
 def broken_constraints(before: dict[str, WindowStats], after: dict[str, WindowStats],
                        constraints: Constraints) -> list[str]:
-    """The limits the after-window breaks: one kept before and broken now, or one broken before that got worse."""
+    """The limits the after-window breaks (one kept before and broken now, or one broken before that got
+    worse) and the guarded targets that got worse beyond the noise."""
     broken = []
     for limit in constraints.limits:
         b, a = before.get(limit.target.key), after.get(limit.target.key)
@@ -94,4 +95,8 @@ def broken_constraints(before: dict[str, WindowStats], after: dict[str, WindowSt
                 broken.append(f"{limit.name} (already broken, got worse: {b.mean:.4g} -> {a.mean:.4g})")
         elif limit.broken_by(a.mean):
             broken.append(f"{limit.name} ({a.mean:.4g} against {limit.bound:g})")
+    for target in constraints.guards:
+        b, a = before.get(target.key), after.get(target.key)
+        if b is not None and a is not None and judge(b, a, target).worse:
+            broken.append(f"{target.key} may not get worse ({b.mean:.4g} -> {a.mean:.4g})")
     return broken
