@@ -8,6 +8,7 @@ goal, respect a latency ceiling, and propose nothing where the models cannot sup
 """
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -240,12 +241,13 @@ async def test_the_search_runs_in_a_worker_process_as_it_would_in_process(learne
     request = SearchRequest(UNDERFLOWS, Constraints(), dict(now.now), dict(now.knobs), now.context, Mode.BALANCED,
                             400, seed=3)
     local = await SearchPool(in_process=True).search(models.models, request)
-    pool = SearchPool(timeout_s=60)
+    pool = SearchPool(timeout_s=60, workers=2)
     try:
-        remote = await pool.search(models.models, request)
+        # two at once: each worker takes one and is sent the models
+        remote, other = await asyncio.gather(pool.search(models.models, request), pool.search(models.models, request))
         assert remote.drawn == local.drawn and remote.supported == local.supported > 0
-        assert [b.partial for b in remote.best] == [b.partial for b in local.best]
-        assert pool._sent                                     # the worker holds the models now: not sent again
+        assert [b.partial for b in remote.best] == [b.partial for b in local.best] == [b.partial for b in other.best]
+        assert all(w.sent for w in pool._workers)             # both hold the models now: not sent again
         again = await pool.search(models.models, request)
         assert [b.partial for b in again.best] == [b.partial for b in local.best]
         pool.timeout_s = 0.001                                # a search over its time: abandoned, worker replaced

@@ -103,7 +103,7 @@ def test_the_optimizer_learns_improves_a_point_survives_a_kill9_and_rolls_back_w
             return checks[0] if checks else None
 
         check = wait_until(verified, 120, controller, interval=2.0)
-        assert check["status"] == "kept", check
+        assert check["status"] == "kept", json.dumps(check)
         assert check["after"]["underflows_per_s"] < check["before"]["underflows_per_s"]
         history = get_json(f"{base}/api/v1/config/knobs/{STATION}/3333/history")[1]["entries"]
         assert {e["source"] for e in history if e["version"] == version} == {"optimizer"}

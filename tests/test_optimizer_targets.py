@@ -36,4 +36,7 @@ def test_verification_rolls_back_a_change_that_lowered_an_unbounded_quality() ->
     guarded = constraints_of(max_latency_ms=450)
     assert broken_constraints(before, worse, guarded) == ["quality may not get worse (0.8 -> 0.4)"]
     assert broken_constraints(before, within_noise, guarded) == []
+    # measurably lower, but by less than the search's tolerance (a longer playout delay costs a little MOS)
+    slight = {"underflows_per_s": WindowStats(0.0, 0.0, 40), "quality": WindowStats(0.785, 0.001, 40)}
+    assert broken_constraints({**before, "quality": WindowStats(0.80, 0.001, 40)}, slight, guarded) == []
     assert broken_constraints(before, worse, constraints_of(max_latency_ms=450, min_quality=0.3)) == []

@@ -102,7 +102,8 @@ async def analyze(engine: AnalysisEngine, store: AnalysisStore, request: Analysi
                   on_done: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
     started = time.perf_counter()
     analysis_id = store.new_id()
-    outcomes = [await _best(engine, point, request) for point in request.points]
+    # side by side: the search pool has a worker per core, the history reads overlap too
+    outcomes = await asyncio.gather(*(_best(engine, point, request) for point in request.points))
     recommendations, points = [], []
     for outcome in outcomes:
         points.append({"station": outcome.point.station, "extension": outcome.point.extension,

@@ -189,8 +189,10 @@ class QuantileModel:
     def predict(self, features: np.ndarray) -> Prediction:
         """Calibrated quantiles of each row of `features` ((n, f), columns in `feature_names` order)."""
         X = self._matrix(features)
-        d = xgb.DMatrix(X, feature_names=list(self.feature_names), missing=np.nan, nthread=1)
-        q = np.sort(np.asarray(self.booster.predict(d), dtype=float).reshape(len(X), 3), axis=1)
+        # In place, without a DMatrix (a third of the cost at a thousand rows, a quarter at five, as prune
+        # asks); _matrix has checked the width, the column order is feature_names' by construction.
+        q = np.sort(np.asarray(self.booster.inplace_predict(X, missing=np.nan, validate_features=False),
+                               dtype=float).reshape(len(X), 3), axis=1)
         med = q[:, 1]
         lo = np.minimum(q[:, 0] - self.offsets[0], med)     # a narrowed end stops at the median
         hi = np.maximum(q[:, 2] + self.offsets[1], med)

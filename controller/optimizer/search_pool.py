@@ -2,9 +2,10 @@
 
 Drawing a couple of thousand candidates, encoding and scoring them and pruning the winners
 takes a few hundred milliseconds of CPU; on the event loop that would stall every request
-and the 150 ms tick meanwhile. So `SearchPool.search` runs `run_search` in one spawned worker
-(as training does), bounded by `timeout_s`: a search over it is abandoned, the worker
-replaced, and the caller told (SearchTimeout). The worker keeps the models it was sent, keyed
+and the 150 ms tick meanwhile. So `SearchPool.search` runs `search` in a spawned worker (as
+training does), bounded by `timeout_s`: a search over it is abandoned, the worker replaced,
+and the caller told (SearchTimeout). With `workers` > 1 (the controller uses two on a machine
+with two cores or more) the points of one analysis are searched side by side. The worker keeps the models it was sent, keyed
 by when each was trained and on how many rows, so a model's bytes cross the pipe once per
 training, not once per search. Without a pool (`SearchPool(in_process=True)`, unit tests)
 the same function runs in the caller.
@@ -92,52 +93,78 @@ def _ready() -> bool:
     return True
 
 
+class _Worker:
+    """One spawned search process and the models it holds."""
+
+    def __init__(self) -> None:
+        self.pool: ProcessPoolExecutor | None = None
+        self.sent: dict[str, Identity] = {}   # target -> the model the process holds
+
+    def executor(self) -> ProcessPoolExecutor:
+        if self.pool is None:  # spawn: the controller has threads and sockets a fork would copy half-alive
+            self.pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
+        return self.pool
+
+    def close(self) -> None:
+        if self.pool is not None:
+            # shutdown() waits for nothing but leaves a running search running: stop the process itself.
+            for process in list(getattr(self.pool, "_processes", {}).values()):
+                process.terminate()
+            self.pool.shutdown(wait=False, cancel_futures=True)
+            self.pool = None
+        self.sent.clear()
+
+
 class SearchPool:
-    def __init__(self, timeout_s: float = 10.0, in_process: bool = False) -> None:
+    """`workers` search processes (one search each at a time): an analysis's points are searched side by side."""
+
+    def __init__(self, timeout_s: float = 10.0, in_process: bool = False, workers: int = 1) -> None:
+        if workers < 1:
+            raise ValueError(f"workers: {workers} (at least 1)")
         self.timeout_s, self.in_process = timeout_s, in_process
-        self._pool: ProcessPoolExecutor | None = None
-        self._sent: dict[str, Identity] = {}   # target -> the model the worker holds
-        self._lock = asyncio.Lock()         # one search at a time: one worker
+        self._workers = [_Worker() for _ in range(workers)]
+        self._free: asyncio.Queue[_Worker] | None = None   # made on the running loop, at the first search
 
     async def search(self, models: Mapping[str, QuantileModel], req: SearchRequest) -> SearchResult:
         if self.in_process:
             return search(models, req)
         needed = {t.key for t in (req.goal, *req.constraints.targets, *((req.secondary,) if req.secondary else ()))}
         chosen = {k: m for k, m in models.items() if k in needed}
-        async with self._lock:
-            for _attempt in range(2):
-                shipped = {k: (_identity(m), None if self._sent.get(k) == _identity(m) else m.to_bytes())
-                           for k, m in chosen.items()}
-                try:
-                    result = await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(
-                        self._executor(), _search_in_worker, shipped, req), self.timeout_s)
-                except _StaleModels:
-                    self._sent.clear()
-                    continue
-                except (TimeoutError, BrokenProcessPool) as exc:
-                    self.close()
-                    raise SearchTimeout(f"the search did not finish in {self.timeout_s:.0f} s "
-                                        f"({exc.__class__.__name__}); its worker was replaced") from exc
-                self._sent.update({k: _identity(m) for k, m in chosen.items()})
-                return result
-            raise SearchTimeout("the search worker lost its models twice")  # pragma: no cover - defensive
+        if self._free is None:
+            self._free = asyncio.Queue()
+            for w in self._workers:
+                self._free.put_nowait(w)
+        worker = await self._free.get()
+        try:
+            return await self._run(worker, chosen, req)
+        finally:
+            self._free.put_nowait(worker)
+
+    async def _run(self, worker: _Worker, chosen: Mapping[str, QuantileModel], req: SearchRequest) -> SearchResult:
+        for _attempt in range(2):
+            shipped = {k: (_identity(m), None if worker.sent.get(k) == _identity(m) else m.to_bytes())
+                       for k, m in chosen.items()}
+            try:
+                result = await asyncio.wait_for(asyncio.get_running_loop().run_in_executor(
+                    worker.executor(), _search_in_worker, shipped, req), self.timeout_s)
+            except _StaleModels:
+                worker.sent.clear()
+                continue
+            except (TimeoutError, BrokenProcessPool) as exc:
+                worker.close()
+                raise SearchTimeout(f"the search did not finish in {self.timeout_s:.0f} s "
+                                    f"({exc.__class__.__name__}); its worker was replaced") from exc
+            worker.sent.update({k: _identity(m) for k, m in chosen.items()})
+            return result
+        raise SearchTimeout("the search worker lost its models twice")  # pragma: no cover - defensive
 
     def warm(self) -> None:
-        """Start the worker now (spawning it and importing XGBoost take most of a second), so the first
+        """Start the workers now (spawning one and importing XGBoost take most of a second), so the first
         analysis after a start does not pay for it."""
         if not self.in_process:
-            self._executor().submit(_ready)
-
-    def _executor(self) -> ProcessPoolExecutor:
-        if self._pool is None:  # spawn: the controller has threads and sockets a fork would copy half-alive
-            self._pool = ProcessPoolExecutor(max_workers=1, mp_context=multiprocessing.get_context("spawn"))
-        return self._pool
+            for w in self._workers:
+                w.executor().submit(_ready)
 
     def close(self) -> None:
-        if self._pool is not None:
-            # shutdown() waits for nothing but leaves a running search running: stop the worker itself.
-            for process in list(getattr(self._pool, "_processes", {}).values()):
-                process.terminate()
-            self._pool.shutdown(wait=False, cancel_futures=True)
-            self._pool = None
-        self._sent.clear()
+        for w in self._workers:
+            w.close()

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Callable, Collection
 from pathlib import Path
 from typing import Any
@@ -47,7 +48,7 @@ class OptimizerService:
         self.models = ModelSet(directory / "models", time_budget_s=train_budget_s, min_rows=min_rows, wall=clock.wall)
         self.bank = RowBank(directory / "replay_rows.npz")
         self.engine = AnalysisEngine(history, knob_sync, live, self.models, self.bank, replay, clock,
-                                     search_pool=SearchPool())
+                                     search_pool=SearchPool(workers=min(2, os.cpu_count() or 1)))
         self.learner = Learner(self.engine, self.models, self.bank, history, knob_changes.knob_set_at, topology,
                                clock, interval_s=learn_interval_s, retrain_every_s=retrain_every_s,
                                lookback_s=lookback_s, degraded=degraded)

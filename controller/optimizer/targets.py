@@ -119,7 +119,8 @@ class Constraints:
 
     @property
     def guards(self) -> tuple[Target, ...]:
-        """Targets that may not get worse (beyond GUARD_TOLERANCE predicted, beyond the noise measured)."""
+        """Targets that may not get worse by more than GUARD_TOLERANCE (predicted median, replayed difference,
+        and measured: beyond the noise too)."""
         return ((UNDERFLOWS,) if self.preserve_stability else ()) + ((QUALITY,) if self.keep_quality else ())
 
     @property

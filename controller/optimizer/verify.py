@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from controller.optimizer.targets import MINIMIZE, Constraints, Target, columns_for, target_series
+from controller.optimizer.targets import GUARD_TOLERANCE, MINIMIZE, Constraints, Target, columns_for, target_series
 from shared.topology import Point
 
 BLOCK_S = 5.0
@@ -97,6 +97,9 @@ def broken_constraints(before: dict[str, WindowStats], after: dict[str, WindowSt
             broken.append(f"{limit.name} ({a.mean:.4g} against {limit.bound:g})")
     for target in constraints.guards:
         b, a = before.get(target.key), after.get(target.key)
-        if b is not None and a is not None and judge(b, a, target).worse:
+        if b is None or a is None:
+            continue
+        verdict = judge(b, a, target)   # worse beyond the noise, and by more than the search allowed
+        if verdict.worse and verdict.delta is not None and abs(verdict.delta) > GUARD_TOLERANCE[target.key]:
             broken.append(f"{target.key} may not get worse ({b.mean:.4g} -> {a.mean:.4g})")
     return broken
