@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 
 from controller.optimizer.dataset import RowBank, RowBlock, history_rows, windowed
-from controller.optimizer.engine import AnalysisEngine, Replayed
+from controller.optimizer.engine import AnalysisEngine, Replayed, combined_effect
 from controller.optimizer.features import FEATURE_INDEX
 from controller.optimizer.proposal import Mode
 from controller.optimizer.replay import ReplayUnavailable
@@ -216,7 +216,9 @@ async def test_the_points_own_replays_support_a_change_the_models_cannot(learned
         _replayed(engine, version - 1, {"playout_delay": 80}, (-3.0, 0.3)),             # another version
         _replayed(engine, version, {"playout_delay": 100}, (-3.0, 0.3), age_s=5000),     # too old
         _replayed(engine, version, {"playout_delay": 1000}, (-4.0, 0.3)),               # outside the trust region
-        _replayed(engine, version, good, (-1.5, 0.25), latency=(-1.0, 0.5)),
+        _replayed(engine, version, {"playout_delay": 95}, (-3.0, 0.3)),                # one trace only
+        _replayed(engine, version, good, (-1.4, 0.25), latency=(-1.0, 0.5)),           # two traces
+        _replayed(engine, version, good, (-1.6, 0.25), latency=(-1.0, 0.5)),
     ])
     # A latency ceiling already broken today (~80 ms): no model candidate's pessimistic end keeps it.
     ceiling = constraints_of(max_latency_ms=10.0)
@@ -227,12 +229,20 @@ async def test_the_points_own_replays_support_a_change_the_models_cannot(learned
     today = p.now[UNDERFLOWS.key]
     interval = p.predicted[UNDERFLOWS.key]
     assert interval.median == pytest.approx(today - 1.5)
-    assert interval.hi - interval.median == pytest.approx(1.2816 * 0.25)
+    # the two traces' errors combined (their spread, 0.1, is smaller): 0.25 * sqrt(2) / 2
+    assert interval.hi - interval.median == pytest.approx(1.2816 * 0.25 * 2 ** 0.5 / 2, rel=1e-3)
     assert p.confidence > 0.99 and p.replay_delta[UNDERFLOWS.key] == -1.5
 
-    engine.replayed[POINT].pop()                         # without it nothing holds: the answer says so
+    engine.replayed[POINT].pop()                         # one trace of it left: nothing holds, the answer says so
     outcome = await engine.outcome(POINT, UNDERFLOWS, ceiling, Mode.BALANCED)
     assert outcome.proposal is None and "no replay of this point measured one" in outcome.reason
+
+
+def test_traces_that_disagree_widen_the_combined_error() -> None:
+    agree = combined_effect([{UNDERFLOWS.key: (-3.0, 0.2)}, {UNDERFLOWS.key: (-3.1, 0.2)}])
+    disagree = combined_effect([{UNDERFLOWS.key: (-3.0, 0.2)}, {UNDERFLOWS.key: (-0.2, 0.2)}])
+    assert agree[UNDERFLOWS.key] == pytest.approx((-3.05, 0.2 * 2 ** 0.5 / 2))
+    assert disagree[UNDERFLOWS.key] == pytest.approx((-1.6, 2.8 / 2))   # the traces' spread: std 1.98 / sqrt(2)
 
 
 async def test_the_search_runs_in_a_worker_process_as_it_would_in_process(learned) -> None:

@@ -53,12 +53,14 @@ from controller.optimizer.targets import (
     target_series,
 )
 from controller.optimizer.trainer import ModelSet
+from controller.optimizer.verify import BLOCK_S
 from shared.knobs import KNOBS_BY_NAME, Acts
 from shared.topology import Point
 
 log = logging.getLogger("tpmon.controller.optimizer")
 
 REPLAY_SIGMAS = 2.0    # a replayed difference counts when it is this many standard errors from zero
+REPLAY_TRACES = 2      # traces a candidate must have been replayed on before replay alone supports it
 REPLAY_MEMORY_S = 900.0  # replayed candidates are evidence for a point this long (under the same version)
 Z80 = 1.2816           # the 10th and 90th percentiles of a normal, in standard deviations
 _REPLAY_KEYS = (LATENCY.key, QUALITY.key, RESIDUAL_LOSS.key, UNDERFLOWS.key)
@@ -75,6 +77,7 @@ class Replayed:
     partial: dict[str, Any]                   # the knobs it changed
     effect: dict[str, tuple[float, float]]    # target -> (mean difference to today's set, standard error)
     send_replayed: bool
+    traces: int = 1                           # traces the effect was measured on (combined_effect)
 
 
 @dataclass
@@ -182,33 +185,36 @@ class AnalysisEngine:
         """When the models support nothing: the best candidate the point's own replays measured better, re-checked."""
         none = (f"no candidate whose pessimistic prediction improves {goal.key} inside the constraints, and no "
                 "replay of this point measured one")
-        found = self.replay_supported(now, goal, constraints, mode, avoid)
+        checkable = use_replay and self.replay is not None and self.live.agent_online(now.point.station)
+        # One trace is one stretch of the path: a candidate is proposed on replay evidence once it held on two.
+        # A check can add the second now; an analysis (no check) needs two already (the learner re-measures
+        # promising candidates on fresh traces for that).
+        found = self.replay_supported(now, goal, constraints, mode, avoid, traces=1 if checkable else REPLAY_TRACES)
         if found is None:
             return Outcome(now.point, None, none, drawn, 0)
         partial, effect = found.partial, found.effect
-        if use_replay and self.replay is not None and self.live.agent_online(now.point.station):
+        if checkable:
             verdicts = await self.replay_check(now, [partial], goal, constraints)   # a fresh trace
             if verdicts is None:
                 return Outcome(now.point, None, self._unchecked(), drawn, 0)
-            if verdicts[0].status != "confirmed":   # not asked again on the strength of the first replay
-                memory = self.replayed.get(now.point, deque())
+            held = [r for r in self.remembered(now, mode, avoid, REPLAY_TRACES) if r.partial == partial]
+            combined = held[0] if held else None   # its traces with the fresh one, combined
+            if (verdicts[0].status != "confirmed" or combined is None or _verdict(
+                    partial, combined.send_replayed, combined.effect, goal, constraints, now.now).status != "confirmed"):
+                memory = self.replayed.get(now.point, deque())   # not asked again on the strength of the others
                 self.replayed[now.point] = deque((r for r in memory if r.partial != partial), memory.maxlen)
                 return Outcome(now.point, None, f"a replayed candidate did not hold on a fresh trace: "
                                                 f"{verdicts[0].reason}", drawn, 0)
-            effect = verdicts[0].effect
+            effect = combined.effect
         proposal = self._replay_proposal(now, goal, constraints, partial, effect)
         return Outcome(now.point, proposal, None, drawn, 0)
 
     def replay_supported(self, now: PointNow, goal: Target, constraints: Constraints, mode: Mode,
-                         avoid: Sequence[Mapping[str, Any]] = ()) -> Replayed | None:
-        """The remembered replay of `now.point` that best improves `goal` beyond the noise, constraints kept."""
-        cutoff = self.clock.wall() - REPLAY_MEMORY_S
+                         avoid: Sequence[Mapping[str, Any]] = (), traces: int = REPLAY_TRACES) -> Replayed | None:
+        """The remembered candidate of `now.point` that best improves `goal` beyond the noise, constraints kept,
+        measured on at least `traces` traces (their effects combined: `combined_effect`)."""
         best, best_gain = None, 0.0
-        for r in self.replayed.get(now.point, ()):
-            if r.at < cutoff or r.base_version != now.version or not in_trust_region(r.partial, now.knobs, mode):
-                continue
-            if any(near(r.partial, bad) for bad in avoid):
-                continue
+        for r in self.remembered(now, mode, avoid, traces):
             verdict = _verdict(r.partial, r.send_replayed, r.effect, goal, constraints, now.now)
             if verdict.status != "confirmed":
                 continue
@@ -217,6 +223,24 @@ class AnalysisEngine:
             if gain > best_gain:
                 best, best_gain = r, gain
         return best
+
+    def remembered(self, now: PointNow, mode: Mode | None = None, avoid: Sequence[Mapping[str, Any]] = (),
+                   traces: int = 1) -> list[Replayed]:
+        """The point's remembered candidates against today's version (inside `mode`'s trust region, away from
+        `avoid`), one per candidate with the effects of its traces combined, those of at least `traces` traces."""
+        cutoff = self.clock.wall() - REPLAY_MEMORY_S
+        groups: dict[str, list[Replayed]] = {}
+        for r in self.replayed.get(now.point, ()):
+            if r.at < cutoff or r.base_version != now.version:
+                continue
+            if mode is not None and not in_trust_region(r.partial, now.knobs, mode):
+                continue
+            if any(near(r.partial, bad) for bad in avoid):
+                continue
+            groups.setdefault(repr(sorted(r.partial.items())), []).append(r)
+        return [Replayed(max(r.at for r in rs), now.version, rs[0].partial, combined_effect([r.effect for r in rs]),
+                         all(r.send_replayed for r in rs), len(rs))
+                for rs in groups.values() if len(rs) >= traces]
 
     def _unchecked(self) -> str:
         # A change an online agent could check is never made unchecked: the check on the point's own trace is
@@ -319,7 +343,10 @@ class AnalysisEngine:
 def replay_effects(answer: ReplayAnswer, keys: Sequence[str]) -> list[dict[str, tuple[float, float]]]:
     """Per replayed set, each target's mean difference to the first set (today's) and its standard error.
 
-    Windows are paired (the same trace), so the error is that of the per-window differences."""
+    Windows are paired (the same trace), so the error is that of the differences; but neighbouring
+    windows are alike (underflows come in bursts that span several), so it is taken from the
+    means of 5-second blocks of them, as verification does, not from the windows as if independent
+    (that error was about half as large, and the live after-window fell outside such intervals)."""
     keys = list(dict.fromkeys(keys))
     columns = columns_for(keys)
     per_set = []
@@ -334,10 +361,41 @@ def replay_effects(answer: ReplayAnswer, keys: Sequence[str]) -> list[dict[str, 
         for k in keys:
             n = min(len(series[k]), len(base[k]))
             d = series[k][:n] - base[k][:n]
-            d = d[~np.isnan(d)]
-            effect[k] = (float(d.mean()), float(d.std(ddof=1) / math.sqrt(len(d)))) if len(d) > 1 else (math.nan, math.nan)
+            present = ~np.isnan(d)
+            effect[k] = _paired_effect(d[present], ts[:n][present], answer.window_s)
         out.append(effect)
     return out
+
+
+def combined_effect(effects: Sequence[Mapping[str, tuple[float, float]]]) -> dict[str, tuple[float, float]]:
+    """One candidate's effects on several traces as one: the mean of the traces' means, and the larger of
+    the error their own errors give and the error their spread gives (traces of one path differ more than
+    the windows of one trace say; a single trace keeps its own)."""
+    if len(effects) == 1:
+        return dict(effects[0])
+    out: dict[str, tuple[float, float]] = {}
+    for key in set().union(*effects):
+        pairs = [e[key] for e in effects if key in e and not math.isnan(e[key][0])]
+        if not pairs:
+            out[key] = (math.nan, math.nan)
+            continue
+        means = np.array([m for m, _ in pairs])
+        n = len(means)
+        within = math.sqrt(sum(se * se for _, se in pairs if math.isfinite(se))) / n
+        between = float(means.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
+        out[key] = (float(means.mean()), max(within, between) if math.isfinite(between) else within)
+    return out
+
+
+def _paired_effect(d: np.ndarray, ts: np.ndarray, window_s: float) -> tuple[float, float]:
+    """Mean of the paired differences and its standard error from block means (NaN with under two blocks)."""
+    if len(d) < 2:
+        return (math.nan, math.nan)
+    blocks = np.floor(ts / max(BLOCK_S, window_s))
+    means = np.array([d[blocks == b].mean() for b in np.unique(blocks)])
+    if len(means) < 2:
+        return (float(d.mean()), math.nan)
+    return (float(d.mean()), float(means.std(ddof=1) / math.sqrt(len(means))))
 
 
 @dataclass(frozen=True)

@@ -16,19 +16,31 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 from collections.abc import Callable, Collection, Iterable
+from typing import Any
 
 import numpy as np
 
 from controller.clock import Clock
 from controller.optimizer.dataset import RowBank, RowBlock, history_rows
-from controller.optimizer.engine import AnalysisEngine
+from controller.optimizer.engine import REPLAY_SIGMAS, AnalysisEngine, PointNow, Replayed
 from controller.optimizer.proposal import Mode
 from controller.optimizer.replay import ReplayUnavailable
 from controller.optimizer.search import PRIOR, move_weights, sample_candidates
 from controller.optimizer.search_pool import SearchRequest, SearchTimeout
-from controller.optimizer.targets import LATENCY, QUALITY, RESIDUAL_LOSS, TARGETS, UNDERFLOWS, Constraints
+from controller.optimizer.targets import (
+    LATENCY,
+    MINIMIZE,
+    QUALITY,
+    RESIDUAL_LOSS,
+    TARGETS,
+    UNDERFLOWS,
+    Constraints,
+    Target,
+)
 from controller.optimizer.trainer import ModelSet, TrainingRun
+from shared.protocol import MAX_CANDIDATES
 from shared.topology import Point, Topology
 
 log = logging.getLogger("tpmon.controller.optimizer")
@@ -134,6 +146,9 @@ class Learner:
                     log.info("exploration search on %s: %s", point.id, exc)
                     continue
                 candidates += [b.partial for b in found.best]
+        # Replay evidence needs two traces (engine.REPLAY_TRACES): the candidates one trace measured best
+        # for each core target are measured again on this fresh one.
+        candidates += self._second_looks(now, len(candidates))
         sets = [now.knobs] + [{**now.knobs, **c} for c in candidates]
         try:
             answer = await self.engine.replay.evaluate(point, sets, self.engine.replay_timeout_s)
@@ -144,6 +159,21 @@ class Learner:
         self.engine.keep_replay(answer, now)
         self.replays += 1
         return len(answer.results)
+
+    def _second_looks(self, now: PointNow, room: int) -> list[dict[str, Any]]:
+        """Per core target, the single-trace candidate with the largest gain beyond its error, not yet seen twice."""
+        once = [r for r in self.engine.remembered(now) if r.traces == 1]
+        picked: list[dict[str, Any]] = []
+        for key in CORE_TARGETS:
+            target = TARGETS[key]
+            def gain(r: Replayed, target: Target = target) -> float:
+                mean, se = r.effect.get(target.key, (math.nan, math.nan))
+                g = -mean if target.direction == MINIMIZE else mean
+                return g - REPLAY_SIGMAS * se if math.isfinite(g) and math.isfinite(se) else -math.inf
+            best = max(once, key=gain, default=None)
+            if best is not None and gain(best) > 0 and best.partial not in picked:
+                picked.append(best.partial)
+        return picked[:max(0, MAX_CANDIDATES - 1 - room)]   # today's set is the first of the replay
 
     async def retrain(self) -> TrainingRun:
         end = self.clock.wall()
