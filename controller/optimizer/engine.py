@@ -13,12 +13,13 @@ before their pessimistic intervals support a change (docs/optimizer.md), but eac
 already measures candidates on the point's own trace against the set it runs, paired window
 by window. So every replayed candidate's differences are remembered per point (for
 `REPLAY_MEMORY_S`, under the version it was replayed against); when the models support
-nothing, a remembered candidate inside the trust region whose goal improved beyond
-`REPLAY_SIGMAS` standard errors with every constraint kept is proposed with evidence
-`replay`, after a second replay on a fresh trace confirms it (when the agent is online; an
-analysis, which answers without waiting for a replay, has its replay check follow). Its
-interval and confidence come from the paired differences: today's value plus the mean
-difference, +-1.28 standard errors for the 10th-90th percentiles (normal approximation).
+nothing, a remembered candidate inside the trust region that held on `REPLAY_TRACES` traces
+(their effects combined: `combined_effect`), its goal improved beyond `REPLAY_SIGMAS`
+standard errors with every constraint kept, is proposed with evidence `replay` (auto-tune
+replays it once more first; an analysis, which answers without waiting for a replay, has its
+replay check follow). Its interval and confidence come from the combined differences: today's
+value plus the mean difference, +-1.28 standard errors for the 10th-90th percentiles (normal
+approximation). Errors come from 5 s block means, not windows as if independent.
 """
 from __future__ import annotations
 
