@@ -346,8 +346,9 @@ def replay_effects(answer: ReplayAnswer, keys: Sequence[str]) -> list[dict[str, 
 
     Windows are paired (the same trace), so the error is that of the differences; but neighbouring
     windows are alike (underflows come in bursts that span several), so it is taken from the
-    means of 5-second blocks of them, as verification does, not from the windows as if independent
-    (that error was about half as large, and the live after-window fell outside such intervals)."""
+    means of 5-second blocks of them, as verification does, not from the windows as if independent.
+    With 3-4 blocks per trace that error is itself rough, which is one reason replay alone needs two
+    traces (combined_effect)."""
     keys = list(dict.fromkeys(keys))
     columns = columns_for(keys)
     per_set = []
