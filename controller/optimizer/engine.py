@@ -54,7 +54,7 @@ from controller.optimizer.targets import (
     target_series,
 )
 from controller.optimizer.trainer import ModelSet
-from controller.optimizer.verify import BLOCK_S
+from controller.optimizer.verify import window_stats
 from shared.knobs import KNOBS_BY_NAME, Acts
 from shared.topology import Point
 
@@ -363,8 +363,9 @@ def replay_effects(answer: ReplayAnswer, keys: Sequence[str]) -> list[dict[str, 
         for k in keys:
             n = min(len(series[k]), len(base[k]))
             d = series[k][:n] - base[k][:n]
-            present = ~np.isnan(d)
-            effect[k] = _paired_effect(d[present], ts[:n][present], answer.window_s)
+            stats = window_stats(ts[:n], d, 0.0)   # verification's block-mean error, on the differences
+            effect[k] = ((stats.mean, stats.se if stats.se is not None else math.nan) if stats.n > 1
+                         else (math.nan, math.nan))
         out.append(effect)
     return out
 
@@ -387,17 +388,6 @@ def combined_effect(effects: Sequence[Mapping[str, tuple[float, float]]]) -> dic
         between = float(means.std(ddof=1) / math.sqrt(n)) if n > 1 else math.nan
         out[key] = (float(means.mean()), max(within, between) if math.isfinite(between) else within)
     return out
-
-
-def _paired_effect(d: np.ndarray, ts: np.ndarray, window_s: float) -> tuple[float, float]:
-    """Mean of the paired differences and its standard error from block means (NaN with under two blocks)."""
-    if len(d) < 2:
-        return (math.nan, math.nan)
-    blocks = np.floor(ts / max(BLOCK_S, window_s))
-    means = np.array([d[blocks == b].mean() for b in np.unique(blocks)])
-    if len(means) < 2:
-        return (float(d.mean()), math.nan)
-    return (float(d.mean()), float(means.std(ddof=1) / math.sqrt(len(means))))
 
 
 @dataclass(frozen=True)
